@@ -1,0 +1,5 @@
+"""``python -m scheduler`` is ``cekura-scheduler``."""
+
+from scheduler.cli import main
+
+main()

@@ -1,0 +1,270 @@
+"""The Cekura API client: submit a scenario run, read a result, find a submission by name, end calls.
+
+HTTP outcomes become domain errors (see ``scheduler.errors``), split by what a caller may do next:
+``CekuraUnavailableError`` surely had no effect and may be sent again; ``CekuraAmbiguousError`` may have taken
+effect and must be looked up by name first; everything permanent is never retried. Answers are read
+tolerantly: unknown fields are ignored, missing optional fields are fine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from scheduler.config import ENDPOINTS, Job
+from scheduler.errors import (
+    CekuraAmbiguousError,
+    CekuraAuthError,
+    CekuraError,
+    CekuraNotFoundError,
+    CekuraRejectedError,
+    CekuraResponseError,
+    CekuraUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timeout", "cancelled"})
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Run(_Lenient):
+    """One conversation of one scenario inside a result."""
+
+    id: int
+    scenario: int | None = None
+    scenario_name: str | None = None
+    status: str | None = None
+    success: bool | None = None
+    error_message: str | None = None
+    duration: str | None = None
+    evaluation: dict[str, Any] | None = None
+
+    def failed_metrics(self) -> list[dict[str, Any]]:
+        """The evaluation metrics that did not pass (score 0 or False), each with its explanation."""
+        metrics = (self.evaluation or {}).get("metrics") or []
+        return [
+            metric
+            for metric in metrics
+            if isinstance(metric, dict) and metric.get("score") in (0, False, "0", "false", "False")
+        ]
+
+
+class Result(_Lenient):
+    """A submission (a batch of runs) as Cekura reports it."""
+
+    id: int
+    name: str | None = None
+    status: str
+    success_rate: float | None = None
+    total_runs_count: int | None = None
+    success_runs_count: int | None = None
+    failed_runs_count: int | None = None
+    runs: list[Run] = Field(default_factory=list)
+    failed_reasons: dict[str, Any] | None = None
+    created_at: datetime | None = None
+
+    @field_validator("total_runs_count", "success_runs_count", "failed_runs_count", mode="before")
+    @classmethod
+    def _count(cls, value: object) -> object:
+        # Typed as strings in Cekura's reference, usually integers: accept both, and nonsense as unknown.
+        if isinstance(value, str):
+            return int(value) if value.strip().isdigit() else None
+        return value
+
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _runs(cls, value: object) -> object:
+        # The detail view keys runs by id; the "run started" answer lists them.
+        if isinstance(value, dict):
+            return list(value.values())
+        return value if value is not None else []
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class ResultPage(_Lenient):
+    """One page of ``GET /results/?search=``."""
+
+    count: int | None = None
+    next: str | None = None
+    results: list[Result] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the scheduler sends for one fire: the endpoint path segment and the JSON body."""
+
+    endpoint: str
+    body: dict[str, Any]
+
+
+def build_submission(job: Job, name: str) -> Submission:
+    """The request body for a job, in the shape its endpoint wants (``agent`` vs ``agent_id`` and so on)."""
+    body: dict[str, Any] = dict(job.body)
+    body["name"] = name
+    body["frequency"] = job.frequency
+    if job.endpoint in ("livekit_v2", "pipecat_v2"):
+        body["scenarios"] = [
+            {"scenario": ref.id}
+            | ({"publish_data_message": ref.publish_data_message} if ref.publish_data_message is not None else {})
+            for ref in job.scenarios
+        ]
+        if job.agent is not None:
+            body["agent"] = job.agent
+    else:
+        body["scenarios"] = [ref.id for ref in job.scenarios]
+        body["agent_id"] = job.agent
+    return Submission(endpoint=ENDPOINTS[job.endpoint], body=body)
+
+
+def _message(response: httpx.Response) -> str:
+    """Cekura's own words from an error body: ``{"detail": ...}``, a field map or a list."""
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:300] if text else response.reason_phrase
+    if isinstance(data, dict):
+        if "detail" in data and len(data) == 1:
+            return str(data["detail"])
+        parts = []
+        for key, value in data.items():
+            values = value if isinstance(value, list) else [value]
+            parts.append(f"{key}: {'; '.join(str(item) for item in values)}")
+        return ", ".join(parts)
+    if isinstance(data, list):
+        return "; ".join(str(item) for item in data)
+    return str(data)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class CekuraClient:
+    """Talks to the Cekura API over an injected ``httpx.AsyncClient``."""
+
+    def __init__(self, *, http: httpx.AsyncClient, base_url: str, api_key: SecretStr) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._api_key = api_key
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        may_duplicate: bool = False,
+    ) -> Any:
+        """Send one request; map every failure to a CekuraError subclass.
+
+        ``may_duplicate`` marks a request that creates something: a transport failure after it was sent, or a
+        500/502/504, is then ambiguous rather than retryable.
+        """
+        headers = {"X-CEKURA-API-KEY": self._api_key.get_secret_value(), "Accept": "application/json"}
+        url = f"{self._base}{path}"
+        try:
+            response = await self._http.request(method, url, json=json, params=params, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            raise CekuraUnavailableError(f"{what}: cannot connect to Cekura ({type(error).__name__})") from error
+        except httpx.TransportError as error:
+            message = f"{what}: the answer was lost ({type(error).__name__}: {error or 'no detail'})"
+            if may_duplicate:
+                raise CekuraAmbiguousError(message) from error
+            raise CekuraUnavailableError(message) from error
+        status = response.status_code
+        if status < 400:
+            try:
+                return response.json()
+            except ValueError:
+                raise CekuraResponseError(
+                    f"{what}: Cekura answered {status} with a body that is not JSON", status_code=status
+                ) from None
+        message = f"{what}: Cekura answered {status}: {_message(response)}"
+        if status in (401, 403):
+            raise CekuraAuthError(message, status_code=status)
+        if status == 404:
+            raise CekuraNotFoundError(message, status_code=status)
+        if status in (429, 503):
+            raise CekuraUnavailableError(message, status_code=status, retry_after=_retry_after(response))
+        if status == 408 or status >= 500:
+            if may_duplicate:
+                raise CekuraAmbiguousError(message, status_code=status)
+            raise CekuraUnavailableError(message, status_code=status, retry_after=_retry_after(response))
+        raise CekuraRejectedError(message, status_code=status)
+
+    async def submit(self, submission: Submission) -> Result:
+        """Start a scenario run; one call, never retried here (a POST is not idempotent)."""
+        name = submission.body.get("name")
+        data = await self._request(
+            "POST",
+            f"/test_framework/v1/scenarios/{submission.endpoint}/",
+            json=submission.body,
+            what=f"submitting {name}",
+            may_duplicate=True,
+        )
+        return self._result(data, f"the answer to submission {name}")
+
+    async def get_result(self, result_id: int) -> Result:
+        """Read a result with its runs."""
+        data = await self._request(
+            "GET", f"/test_framework/v1/results/{result_id}/", what=f"reading result {result_id}"
+        )
+        return self._result(data, f"result {result_id}")
+
+    async def find_by_name(self, name: str) -> list[Result]:
+        """Every result whose name is exactly ``name`` (Cekura's search matches substrings)."""
+        found: list[Result] = []
+        page = 1
+        while True:
+            data = await self._request(
+                "GET",
+                "/test_framework/v1/results/",
+                params={"search": name, "page": page, "page_size": 50},
+                what=f"searching results named {name}",
+            )
+            try:
+                parsed = ResultPage.model_validate(data)
+            except ValidationError as error:
+                raise CekuraResponseError(f"searching results named {name}: unreadable page: {error}") from None
+            found.extend(result for result in parsed.results if result.name == name)
+            if not parsed.next or page >= 20:
+                return found
+            page += 1
+
+    async def end_calls(self, result_id: int) -> None:
+        """Stop the calls of a result (Cekura has no other way to cancel)."""
+        await self._request(
+            "POST", f"/test_framework/v1/results/{result_id}/end_calls/", what=f"ending the calls of result {result_id}"
+        )
+
+    @staticmethod
+    def _result(data: Any, what: str) -> Result:
+        try:
+            return Result.model_validate(data)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}" for item in error.errors()
+            )
+            raise CekuraResponseError(f"{what} does not have the documented shape: {problems}") from None
+
+
+__all__ = ["TERMINAL_STATUSES", "CekuraClient", "CekuraError", "Result", "Run", "Submission", "build_submission"]

@@ -1,0 +1,363 @@
+"""The command line: ``cekura-scheduler run | validate | jobs | trigger | history | demo | simulator | db``.
+
+This is the only module that configures logging and reads ``os.environ`` for jobs.toml interpolation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from pydantic import SecretStr
+
+from scheduler import __version__
+from scheduler.alerts import AppriseSender
+from scheduler.cekura import CekuraClient
+from scheduler.config import Config, load_config
+from scheduler.daemon import Daemon
+from scheduler.errors import ConfigError, SchedulerError, SettingsError
+from scheduler.settings import Settings, load_settings
+from scheduler.store import Fire, Store, create_db_engine, upgrade_database
+
+logger = logging.getLogger("scheduler")
+
+_EXTRAS = ("job", "slot", "result_id", "outcome")
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = [f"{key}={getattr(record, key)}" for key in _EXTRAS if getattr(record, key, None) is not None]
+        return f"{text} [{' '.join(extras)}]" if extras else text
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({key: getattr(record, key) for key in _EXTRAS if getattr(record, key, None) is not None})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Send log lines to stderr as text or JSON; quiet the chatty libraries."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "apprise", "aiohttp.access", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load_config(path, env=os.environ)
+    except ConfigError as error:
+        for issue in error.issues:
+            click.echo(f"error: {issue}", err=True)
+        raise click.exceptions.Exit(1) from None
+
+
+def _store(settings: Settings, *, upgrade: bool = True) -> Store:
+    engine = create_db_engine(settings.database_url)
+    if upgrade:
+        try:
+            upgrade_database(engine)
+        except SchedulerError as error:
+            raise click.ClickException(f"{settings.database_url_for_humans}: {error}") from None
+    return Store(engine=engine)
+
+
+@contextlib.asynccontextmanager
+async def _daemon(settings: Settings, config: Config, store: Store, api_key: SecretStr) -> AsyncIterator[Daemon]:
+    limits = httpx.Limits(max_connections=config.daemon.max_concurrent_submissions + 20, max_keepalive_connections=20)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), limits=limits) as http:
+        cekura = CekuraClient(http=http, base_url=settings.base_url, api_key=api_key)
+        yield Daemon(config=config, store=store, cekura=cekura, alerts=AppriseSender(channels=config.channels))
+
+
+async def _run_until_signalled(daemon: Daemon, *, duration: float | None = None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    await daemon.run(stop)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="cekura-scheduler")
+def main() -> None:
+    """Run Cekura test scenarios on a schedule kept in jobs.toml.
+
+    Settings come from the environment (or a .env file): CEKURA_API_KEY, CEKURA_BASE_URL, SCHEDULER_CONFIG,
+    SCHEDULER_DATABASE_URL, SCHEDULER_LOG_LEVEL, SCHEDULER_LOG_FORMAT.
+    """
+
+
+@main.command()
+def run() -> None:
+    """Run the daemon: fire the jobs of SCHEDULER_CONFIG (./jobs.toml) until SIGTERM or Ctrl-C."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        api_key = settings.require_api_key()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    config = _config(settings.config_path)
+    store = _store(settings)
+    logger.info(
+        "cekura-scheduler %s: database %s, Cekura at %s",
+        __version__,
+        settings.database_url_for_humans,
+        settings.base_url,
+    )
+
+    async def main_loop() -> None:
+        async with _daemon(settings, config, store, api_key) as daemon:
+            await _run_until_signalled(daemon)
+
+    asyncio.run(main_loop())
+
+
+def _when(instant: datetime | None, zone: Any = None) -> str:
+    if instant is None:
+        return "-"
+    if zone is not None and str(zone) != "UTC":
+        return f"{instant.astimezone(zone):%Y-%m-%d %H:%M:%S %Z} ({instant:%H:%M:%S} UTC)"
+    return f"{instant:%Y-%m-%d %H:%M:%S} UTC"
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--count", default=3, show_default=True, help="How many upcoming fire times to show per job.")
+def validate(path: Path | None, count: int) -> None:
+    """Check a jobs.toml (default SCHEDULER_CONFIG) and show each job's next fire times; exit 1 on errors."""
+    config = _config(path or _settings().config_path)
+    now = datetime.now(UTC)
+    for job in config.jobs.values():
+        state = "" if job.enabled else " (disabled)"
+        click.echo(
+            f"{job.name}{state}: {job.schedule.describe()}, {job.endpoint}, "
+            f"{len(job.scenarios)} scenarios x {job.frequency} = {job.runs_per_fire} runs per fire"
+        )
+        for slot in job.schedule.upcoming(now, count):
+            click.echo(f"  next: {_when(slot, job.timezone)}")
+    click.echo(f"{config.path}: {len(config.jobs)} jobs, {len(config.channels)} alert channels, valid")
+
+
+@main.command()
+def jobs() -> None:
+    """List the jobs of SCHEDULER_CONFIG: schedule, next fire and last outcome."""
+    settings = _settings()
+    config = _config(settings.config_path)
+    last = _store(settings).last_fires_by_job()
+    now = datetime.now(UTC)
+    for job in config.jobs.values():
+        fire = last.get(job.name)
+        outcome = _fire_outcome(fire) if fire else "never fired"
+        next_fire = _when(job.schedule.next_after(now), job.timezone) if job.enabled else "disabled"
+        click.echo(f"{job.name}: {job.schedule.describe()}; next {next_fire}; last {outcome}")
+
+
+def _fire_outcome(fire: Fire) -> str:
+    if fire.state == "skipped":
+        return f"skipped ({fire.skip_reason})"
+    if fire.outcome is None:
+        return "in flight" if fire.state == "submitted" else "claimed"
+    return fire.outcome
+
+
+@main.command()
+@click.argument("job")
+@click.option("--wait", is_flag=True, help="Follow the result until it has an outcome, and exit 1 if it failed.")
+def trigger(job: str, wait: bool) -> None:
+    """Fire JOB now, recorded like a scheduled fire (the running daemon follows it unless --wait)."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        api_key = settings.require_api_key()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    config = _config(settings.config_path)
+    if job not in config.jobs:
+        raise click.ClickException(f"no job named {job!r} in {config.path} (jobs: {', '.join(config.jobs)})")
+    store = _store(settings)
+
+    async def fire_once() -> Fire:
+        async with _daemon(settings, config, store, api_key) as daemon:
+            return await daemon.trigger(job, wait=wait)
+
+    try:
+        fire = asyncio.run(fire_once())
+    except SchedulerError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(_fire_line(fire))
+    if fire.outcome == "failed" or fire.state == "claimed":
+        raise click.exceptions.Exit(1)
+
+
+def _fire_line(fire: Fire) -> str:
+    result = f"result {fire.result_id}" if fire.result_id is not None else "no result"
+    error = f"  {fire.error}" if fire.error else ""
+    return f"{fire.id:>6}  {fire.job:<24} {_when(fire.slot)}  {_fire_outcome(fire):<18} {result}{error}"
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many fires to show.")
+def history(job: str | None, limit: int) -> None:
+    """Show recent fires (of JOB, or of every job): slot, outcome and Cekura result id."""
+    settings = _settings()
+    fires = _store(settings).recent_fires(job=job, limit=limit)
+    if not fires:
+        click.echo("no fires recorded yet")
+    for fire in fires:
+        click.echo(_fire_line(fire))
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Upgrade the database (SCHEDULER_DATABASE_URL) to the newest schema; `run` also does this on start."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    _store(settings)
+    click.echo(f"{settings.database_url_for_humans}: schema is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@click.option("--api-key", default="sim-key", show_default=True, help="The key clients must send.")
+@click.option("--run-duration", default=3.0, show_default=True, help="Seconds until a result ends.")
+@click.option("--latency", default=0.0, show_default=True, help="Seconds before every answer.")
+@click.option("--error-500-rate", default=0.0, show_default=True)
+@click.option("--error-429-rate", default=0.0, show_default=True)
+@click.option("--drop-rate", default=0.0, show_default=True, help="Submissions created but left unanswered.")
+@click.option("--fail", "failing", multiple=True, type=int, help="A scenario id whose runs fail (repeatable).")
+def simulator(
+    host: str,
+    port: int,
+    api_key: str,
+    run_duration: float,
+    latency: float,
+    error_500_rate: float,
+    error_429_rate: float,
+    drop_rate: float,
+    failing: tuple[int, ...],
+) -> None:
+    """Run a local Cekura-compatible API for trying the scheduler without credentials."""
+    from scheduler.simulator import SimulatorConfig, serve
+
+    configure_logging("INFO", "text")
+    config = SimulatorConfig(
+        api_key=api_key,
+        run_duration=run_duration,
+        latency=latency,
+        error_500_rate=error_500_rate,
+        error_429_rate=error_429_rate,
+        drop_rate=drop_rate,
+        behaviours={scenario: ["fail"] for scenario in failing},
+    )
+
+    async def serve_until_signalled() -> None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await serve(config, host=host, port=port, stop=stop)
+
+    asyncio.run(serve_until_signalled())
+
+
+@contextlib.contextmanager
+def _demo_environment() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cekura-scheduler-demo-") as folder:
+        path = Path(folder) / "jobs.toml"
+        path.write_text(resources.files("scheduler").joinpath("demo.toml").read_text(encoding="utf-8"))
+        yield path
+
+
+@main.command()
+@click.option("--duration", default=45.0, show_default=True, help="Seconds to run before printing the history.")
+def demo(duration: float) -> None:
+    """Run the simulator and the daemon together on a demo config: no credentials, a temporary database.
+
+    Within a minute you see jobs firing, results completing, one job failing with its alert, and recovering.
+    """
+    from scheduler.simulator import SimulatorConfig, running_simulator
+
+    configure_logging("INFO", "text")
+    logging.getLogger("scheduler.simulator").setLevel(logging.WARNING)
+    # checkout-flow's scenario 203 passes, fails once, then passes again: one alert, then one recovery.
+    sim_config = SimulatorConfig(api_key="demo-key", run_duration=2.5, behaviours={203: ["pass", "fail", "pass"]})
+    with _demo_environment() as config_path, running_simulator(sim_config) as sim:
+        settings = load_settings(
+            api_key="demo-key",
+            base_url=sim.base_url,
+            config_path=config_path,
+            database_url=f"sqlite:///{config_path.parent / 'demo.db'}",
+        )
+        config = _config_with(config_path, {"DEMO_ALERTS": "console://"})
+        store = _store(settings)
+        click.echo(
+            f"demo: simulator at {sim.base_url}, database in {config_path.parent}, "
+            f"running for {duration:.0f}s (Ctrl-C stops earlier)\n",
+            err=True,
+        )
+
+        async def main_loop() -> None:
+            async with _daemon(settings, config, store, SecretStr("demo-key")) as daemon:
+                await _run_until_signalled(daemon, duration=duration)
+
+        asyncio.run(main_loop())
+        click.echo("\nWhat the demo recorded (cekura-scheduler history):")
+        for fire in reversed(store.recent_fires(limit=50)):
+            click.echo(_fire_line(fire))
+        store.engine.dispose()
+
+
+def _config_with(path: Path, extra_env: dict[str, str]) -> Config:
+    try:
+        return load_config(path, env={**os.environ, **extra_env})
+    except ConfigError as error:  # pragma: no cover - the packaged demo config is tested
+        raise click.ClickException(str(error)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

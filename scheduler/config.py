@@ -1,0 +1,337 @@
+"""jobs.toml: parse, interpolate ``${VAR}`` from the environment, validate, and report every problem at once.
+
+Every problem becomes a ``ConfigIssue`` naming the file, the line and column, and the job. Unknown keys are
+rejected (with a suggestion when one is close), so a misspelt setting never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from scheduler.errors import ConfigError, ConfigIssue
+from scheduler.schedules import Schedule, parse_duration
+
+ENDPOINTS: dict[str, str] = {
+    "livekit_v2": "run_scenarios_livekit_v2",
+    "pipecat_v2": "run_scenarios_pipecat_v2",
+    "voice": "run_scenarios",
+    "text": "run_scenarios_text",
+}
+"""The endpoint names jobs.toml accepts, and the Cekura path segment each one posts to."""
+
+# Body fields the scheduler writes itself; a job sets them with its own keys, not under [jobs.<name>.body].
+RESERVED_BODY_KEYS = {"scenarios", "agent", "agent_id", "name", "frequency"}
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _zone(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}: use an IANA name such as 'Europe/Paris' or 'UTC'") from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class ScenarioRef(_Strict):
+    """One scenario of a job, with the optional data message LiveKit and Pipecat agents receive."""
+
+    id: int = Field(gt=0)
+    publish_data_message: Any = None
+
+
+class DaemonConfig(_Strict):
+    """The ``[daemon]`` table: process-wide behaviour."""
+
+    max_concurrent_submissions: int = Field(50, ge=1, le=1000)
+    poll_interval: timedelta = timedelta(seconds=10)
+    poll_max_interval: timedelta = timedelta(seconds=60)
+    alerts: tuple[str, ...] = ()
+
+    _durations = field_validator("poll_interval", "poll_max_interval", mode="before")(_duration)
+
+
+class JobDefaults(_Strict):
+    """The ``[defaults]`` table: values every job inherits unless it sets its own."""
+
+    timezone: ZoneInfo | None = None
+    endpoint: Literal["livekit_v2", "pipecat_v2", "voice", "text"] | None = None
+    alerts: tuple[str, ...] | None = None
+    result_timeout: timedelta | None = None
+    agent: int | None = Field(None, gt=0)
+    frequency: int | None = Field(None, ge=1, le=100)
+    enabled: bool | None = None
+
+    _durations = field_validator("result_timeout", mode="before")(_duration)
+    _zones = field_validator("timezone", mode="before")(_zone)
+
+
+class Job(_Strict):
+    """One ``[jobs.<name>]`` table, with the defaults already applied."""
+
+    name: str
+    cron: str | None = None
+    every: timedelta | None = None
+    timezone: ZoneInfo = ZoneInfo("UTC")
+    endpoint: Literal["livekit_v2", "pipecat_v2", "voice", "text"] = "livekit_v2"
+    agent: int | None = Field(None, gt=0)
+    scenarios: tuple[ScenarioRef, ...] = Field(min_length=1)
+    frequency: int = Field(1, ge=1, le=100)
+    enabled: bool = True
+    alerts: tuple[str, ...] = ()
+    result_timeout: timedelta = timedelta(hours=1)
+    body: dict[str, Any] = Field(default_factory=dict)
+
+    _durations = field_validator("every", "result_timeout", mode="before")(_duration)
+    _zones = field_validator("timezone", mode="before")(_zone)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            Schedule.from_cron(value, ZoneInfo("UTC"))  # the expression's validity does not depend on the zone
+        return value
+
+    @field_validator("scenarios", mode="before")
+    @classmethod
+    def _scenario_ids(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"id": item} if isinstance(item, int) else item for item in value]
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _no_reserved_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted(RESERVED_BODY_KEYS & value.keys())
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)} cannot be set under body: use the job's own keys "
+                "(scenarios, agent, frequency); the scheduler sets name itself"
+            )
+        return value
+
+    @property
+    def schedule(self) -> Schedule:
+        """The job's schedule (checked when the config was loaded)."""
+        if self.cron is not None:
+            return Schedule.from_cron(self.cron, self.timezone)
+        assert self.every is not None
+        return Schedule.from_interval(self.every, self.timezone)
+
+    @property
+    def runs_per_fire(self) -> int:
+        """How many Cekura runs (paid calls) one fire of this job creates."""
+        return len(self.scenarios) * self.frequency
+
+
+class AlertChannel(_Strict):
+    """An ``[alerts.<name>]`` table: where alerts go, as an Apprise URL (it may hold secrets)."""
+
+    name: str
+    url: SecretStr
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, valid jobs.toml."""
+
+    path: Path
+    daemon: DaemonConfig
+    jobs: dict[str, Job]
+    channels: dict[str, AlertChannel]
+
+
+class _Locator:
+    """Finds the line and column where a key path is written in a TOML text.
+
+    tomllib keeps no positions, so this reads table headers and ``key =`` lines itself; it is only used to
+    point at problems, and falls back to the enclosing table when a key is not found.
+    """
+
+    _KEY = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+    _KEYS = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+    _HEADER = re.compile(rf"^\s*\[\[?\s*({_KEYS})\s*\]\]?")
+    _ASSIGN = re.compile(rf"^(\s*)({_KEYS})\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.positions: dict[tuple[str, ...], tuple[int, int]] = {}
+        table: tuple[str, ...] = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            if header := self._HEADER.match(line):
+                table = self._split(header.group(1))
+                self.positions.setdefault(table, (number, line.index("[") + 1))
+            elif assign := self._ASSIGN.match(line):
+                path = table + self._split(assign.group(2))
+                self.positions.setdefault(path, (number, len(assign.group(1)) + 1))
+
+    @classmethod
+    def _split(cls, keys: str) -> tuple[str, ...]:
+        return tuple(part.strip().strip("\"'") for part in re.findall(cls._KEY, keys))
+
+    def find(self, path: tuple[str, ...]) -> tuple[int | None, int | None]:
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.positions:
+                return self.positions[path[:end]]
+        return None, None
+
+
+class _Issues:
+    """Collects ConfigIssues for one file, placing each one with the locator."""
+
+    def __init__(self, path: Path, locator: _Locator) -> None:
+        self.path = path
+        self.locator = locator
+        self.items: list[ConfigIssue] = []
+
+    def add(self, where: tuple[str, ...], message: str) -> None:
+        self.items.append(self._placed(where, message))
+
+    def add_validation(self, where: tuple[str, ...], error: ValidationError, known: Mapping[str, Any]) -> None:
+        for detail in error.errors():
+            loc = tuple(str(part) for part in detail["loc"])
+            if detail["type"] == "extra_forbidden":
+                message = f"unknown key {loc[-1]!r}"
+                close = difflib.get_close_matches(loc[-1], list(known), n=1)
+                if close:
+                    message += f" (did you mean {close[0]!r}?)"
+            else:
+                text = detail["msg"].removeprefix("Value error, ")
+                message = f"{'.'.join(loc)}: {text}" if loc else text
+            self.items.append(self._placed(where + loc, message))
+
+    def _placed(self, where: tuple[str, ...], message: str) -> ConfigIssue:
+        line, column = self.locator.find(where)
+        job = where[1] if len(where) > 1 and where[0] == "jobs" else None
+        return ConfigIssue(path=str(self.path), line=line, column=column, job=job, message=message)
+
+
+def _interpolate(value: Any, where: tuple[str, ...], env: Mapping[str, str], issues: _Issues) -> Any:
+    """Replace ``${VAR}`` in every string with the environment's value; a missing variable is an issue."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                issues.add(where, f"environment variable {name} is not set (used as ${{{name}}})")
+                return ""
+            return env[name]
+
+        return _VARIABLE.sub(replace, value)
+    if isinstance(value, dict):
+        return {key: _interpolate(item, (*where, key), env, issues) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, where, env, issues) for item in value]
+    return value
+
+
+def _build_job(name: str, raw: Any, defaults: JobDefaults, issues: _Issues) -> Job | None:
+    where = ("jobs", name)
+    if not isinstance(raw, dict):
+        issues.add(where, "a job must be a table, e.g. [jobs.nightly]")
+        return None
+    if not _JOB_NAME.match(name):
+        issues.add(
+            where,
+            "job names use letters, digits, '-', '_' and '.', start with a letter or digit, "
+            "and are at most 100 characters",
+        )
+    inherited = {key: value for key, value in defaults.model_dump(exclude_none=True).items() if key not in raw}
+    try:
+        job = Job.model_validate({**inherited, **raw, "name": name})
+    except ValidationError as error:
+        issues.add_validation(where, error, Job.model_fields)
+        return None
+    ok = True
+    if (job.cron is None) == (job.every is None):
+        issues.add(where, 'set exactly one of cron = "..." or every = "..."')
+        ok = False
+    if job.endpoint == "pipecat_v2" and job.agent is not None:
+        issues.add((*where, "agent"), "the pipecat_v2 endpoint takes no agent (the agent is in pipecat_data)")
+        ok = False
+    if job.endpoint in ("voice", "text", "livekit_v2") and job.agent is None:
+        issues.add(where, f"the {job.endpoint} endpoint needs agent = <agent id>")
+        ok = False
+    return job if ok else None
+
+
+def parse_config(text: str, *, path: Path, env: Mapping[str, str]) -> Config:
+    """Validate the text of a jobs.toml; raise ConfigError listing every problem found."""
+    locator = _Locator(text)
+    issues = _Issues(path, locator)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(error))
+        line, column = (int(match.group(1)), int(match.group(2))) if match else (None, None)
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(error))
+        raise ConfigError(
+            [ConfigIssue(path=str(path), line=line, column=column, message=f"not valid TOML: {message}")]
+        ) from None
+    raw = _interpolate(raw, (), env, issues)
+    sections = {"daemon", "defaults", "jobs", "alerts"}
+    for key in raw.keys() - sections:
+        close = difflib.get_close_matches(key, sections, n=1)
+        hint = f" (did you mean [{close[0]}]?)" if close else ""
+        issues.add((key,), f"unknown section [{key}]{hint}")
+
+    def section(name: str, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate(raw.get(name, {}))
+        except ValidationError as error:
+            issues.add_validation((name,), error, model.model_fields)
+            return model.model_validate({})
+
+    daemon: DaemonConfig = section("daemon", DaemonConfig)
+    defaults: JobDefaults = section("defaults", JobDefaults)
+
+    channels: dict[str, AlertChannel] = {}
+    for name, table in raw.get("alerts", {}).items():
+        try:
+            channels[name] = AlertChannel.model_validate({**table, "name": name} if isinstance(table, dict) else table)
+        except ValidationError as error:
+            issues.add_validation(("alerts", name), error, AlertChannel.model_fields)
+
+    jobs: dict[str, Job] = {}
+    for name, table in raw.get("jobs", {}).items():
+        job = _build_job(name, table, defaults, issues)
+        if job is None:
+            continue
+        for channel in job.alerts:
+            if channel not in channels:
+                issues.add(("jobs", name, "alerts"), f"alert channel {channel!r} is not defined under [alerts]")
+        jobs[name] = job
+    for channel in daemon.alerts:
+        if channel not in channels:
+            issues.add(("daemon", "alerts"), f"alert channel {channel!r} is not defined under [alerts]")
+
+    if issues.items:
+        raise ConfigError(sorted(issues.items, key=lambda issue: (issue.line or 0, issue.column or 0)))
+    return Config(path=path, daemon=daemon, jobs=jobs, channels=channels)
+
+
+def load_config(path: Path, *, env: Mapping[str, str]) -> Config:
+    """Read and validate a jobs.toml file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([ConfigIssue(path=str(path), message=f"cannot read the file: {error.strerror}")]) from None
+    return parse_config(text, path=path, env=env)

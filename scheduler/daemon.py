@@ -1,0 +1,599 @@
+"""The long-running process: fire jobs at their slots, submit, follow results to an outcome, alert.
+
+One asyncio loop. A timer keeps every enabled job's next slot in a heap and wakes at the earliest; each due slot
+becomes a task that claims the slot in the database (before anything is sent), submits it to Cekura and records
+the answer. Every submitted result is followed by its own polling task until it ends or times out. A sweep
+picks up results and claims that no task of this process follows (after a restart, or a ``trigger`` from the
+command line). A failing job is logged, recorded and alerted; it never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from scheduler.alerts import (
+    Alert,
+    AlertSender,
+    daemon_alert,
+    failure_alert,
+    recovery_alert,
+    send_to_all,
+)
+from scheduler.cekura import CekuraClient, Result, build_submission
+from scheduler.config import Config, Job
+from scheduler.errors import (
+    CekuraAmbiguousError,
+    CekuraAuthError,
+    CekuraError,
+    CekuraNotFoundError,
+    CekuraResponseError,
+    CekuraUnavailableError,
+    SchedulerError,
+    StoreError,
+)
+from scheduler.schedules import submission_name
+from scheduler.store import FAILED, PASSED, Fire, RunRecord, Store
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEDULED, MANUAL = "schedule", "manual"
+_SUBMIT_ATTEMPTS = 4
+_SWEEP_EVERY = 30.0
+_STALE_CLAIM = timedelta(minutes=2)
+_CATCH_UP_WINDOW = timedelta(hours=1)
+_MAX_SLEEP = 60.0
+
+
+class Clock(Protocol):
+    """Where the daemon reads the time; tests inject their own."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real time, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class Stats:
+    """What the daemon did since it started, for the shutdown summary."""
+
+    fired: int = 0
+    submitted: int = 0
+    submit_errors: int = 0
+    passed: int = 0
+    failed: int = 0
+
+
+def outcome_of(result: Result) -> str:
+    """Passed when the result completed and no run failed; failed otherwise (Cekura's CI client agrees)."""
+    if result.status != "completed":
+        return FAILED
+    if any(run.success is False for run in result.runs) or (result.failed_runs_count or 0) > 0:
+        return FAILED
+    return PASSED
+
+
+def run_records(result: Result) -> list[RunRecord]:
+    """The runs of a Cekura result, as the store keeps them."""
+    return [
+        RunRecord(
+            run_id=run.id,
+            scenario=run.scenario,
+            scenario_name=run.scenario_name,
+            status=run.status,
+            success=run.success,
+            error_message=run.error_message,
+            duration=run.duration,
+            failed_metrics=[
+                {"name": metric.get("name"), "explanation": metric.get("explanation")}
+                for metric in run.failed_metrics()
+            ],
+        )
+        for run in result.runs
+    ]
+
+
+class Daemon:
+    """Fires the jobs of one config, follows their results and alerts on their outcomes."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        cekura: CekuraClient,
+        alerts: AlertSender,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.cekura = cekura
+        self.alerts = alerts
+        self.clock = clock or SystemClock()
+        self._sleep = sleep
+        self._submissions = asyncio.Semaphore(config.daemon.max_concurrent_submissions)
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._following: set[int] = set()
+        self._submitting: set[int] = set()
+        self._daemon_problems: set[str] = set()
+        self.stats = Stats()
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set; then let submissions in flight finish and log one summary line."""
+        if stop is not None:
+            self._stop = stop
+        jobs = [job for job in self.config.jobs.values() if job.enabled]
+        logger.info(
+            "daemon started with %d jobs (%d disabled) from %s",
+            len(jobs),
+            len(self.config.jobs) - len(jobs),
+            self.config.path,
+        )
+        sweeper = self._spawn(self._sweep_forever())
+        try:
+            await self._timer(jobs)
+        finally:
+            sweeper.cancel()
+            await self._shut_down()
+
+    async def _timer(self, jobs: list[Job]) -> None:
+        now = self.clock.now()
+        due: list[tuple[datetime, str]] = [(job.schedule.next_after(now), job.name) for job in jobs]
+        heapq.heapify(due)
+        for slot, name in sorted(due)[:10]:
+            logger.info("next fire of %s at %s", name, slot.isoformat(), extra={"job": name})
+        while not self._stop.is_set():
+            now = self.clock.now()
+            while due and due[0][0] <= now:
+                slot, name = heapq.heappop(due)
+                job = self.config.jobs[name]
+                self._spawn(self.fire(job, slot))
+                heapq.heappush(due, (job.schedule.next_after(slot), name))
+            wait = (due[0][0] - now).total_seconds() if due else _MAX_SLEEP
+            await self._wait_for_stop(min(max(wait, 0.0), _MAX_SLEEP))
+
+    async def _wait_for_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    def _spawn(self, coroutine: Awaitable[T]) -> asyncio.Task[T]:
+        task: asyncio.Task[T] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._report_crash)
+        return task
+
+    @staticmethod
+    def _report_crash(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("a daemon task failed: %s", error, exc_info=error)
+
+    async def _shut_down(self, grace: float = 30.0) -> None:
+        """Let submissions in flight get their answer recorded; polling resumes from the database next start."""
+        pending = [task for task in self._tasks if not task.done()]
+        if self._submitting:
+            logger.info("waiting up to %.0fs for %d submissions in flight", grace, len(self._submitting))
+            deadline = asyncio.get_running_loop().time() + grace
+            while self._submitting and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        s = self.stats
+        logger.info(
+            "daemon stopped: %d fired, %d submitted, %d submission errors, %d passed, %d failed, "
+            "%d results still in flight (followed again on next start)",
+            s.fired,
+            s.submitted,
+            s.submit_errors,
+            s.passed,
+            s.failed,
+            len(self._following),
+        )
+
+    async def _sweep_forever(self) -> None:
+        while not self._stop.is_set():
+            await self.sweep()
+            await self._wait_for_stop(_SWEEP_EVERY)
+
+    async def sweep(self) -> None:
+        """Follow every result in flight that no task here follows; settle claims left without an answer."""
+        try:
+            in_flight = await self._db(self.store.in_flight)
+            unanswered = await self._db(self.store.unanswered)
+        except StoreError as error:
+            await self._daemon_problem("database unreachable", f"Cannot read the database: {error}")
+            return
+        self._daemon_problem_solved("database unreachable")
+        for fire in in_flight:
+            if fire.id not in self._following:
+                self._spawn(self.follow(fire))
+        now = self.clock.now()
+        for fire in unanswered:
+            if fire.id not in self._submitting and now - fire.fired_at >= _STALE_CLAIM:
+                self._spawn(self._settle_unanswered(fire))
+
+    # -- one fire ---------------------------------------------------------------------------------------
+
+    async def fire(self, job: Job, slot: datetime, *, trigger: str = SCHEDULED, follow: bool = True) -> Fire | None:
+        """Claim the slot, submit it, record the answer and start following the result.
+
+        Returns the fire as recorded, or None when the slot was already claimed (by this or another process)
+        or could not be claimed.
+        """
+        name = submission_name(job.name, slot)
+        extra = {"job": job.name, "slot": slot.isoformat()}
+        submission = build_submission(job, name)
+        self.stats.fired += 1
+        try:
+            fire = await self._db(
+                self.store.claim,
+                job=job.name,
+                slot=slot,
+                trigger=trigger,
+                fired_at=self.clock.now(),
+                submission_name=name,
+                endpoint=submission.endpoint,
+                runs_requested=job.runs_per_fire,
+            )
+        except StoreError as error:
+            logger.error("%s not submitted: cannot claim the slot: %s", name, error, extra=extra)
+            await self._daemon_problem(
+                "database unreachable",
+                f"Cannot record fires, so nothing is submitted. Slot {name} was not submitted.\n{error}",
+            )
+            return None
+        if fire is None:
+            logger.info("%s already claimed; not submitting it again", name, extra=extra)
+            return None
+        self._daemon_problem_solved("database unreachable")
+        logger.info("firing %s (%d runs)", name, job.runs_per_fire, extra=extra)
+        claimed = fire
+        self._submitting.add(claimed.id)
+        try:
+            async with self._submissions:
+                fire = await self._submit(job, claimed, submission)
+        except _Unsettled:
+            return claimed  # left claimed; the sweep looks it up again later
+        except StoreError as error:
+            # Cekura may have the submission; the sweep finds it by name once the database is back.
+            logger.error("%s: cannot record the answer: %s", name, error, extra=extra)
+            await self._daemon_problem("database unreachable", f"Cannot record the answer to {name}.\n{error}")
+            return claimed
+        finally:
+            self._submitting.discard(claimed.id)
+        if fire.state == "submitted" and follow:
+            self._spawn(self.follow(fire))
+        return fire
+
+    async def _submit(self, job: Job, fire: Fire, submission: Any) -> Fire:
+        extra = {"job": job.name, "slot": fire.slot.isoformat()}
+        delay = 1.0
+        last: CekuraError | None = None
+        for attempt in range(1, _SUBMIT_ATTEMPTS + 1):
+            try:
+                result = await self.cekura.submit(submission)
+            except CekuraUnavailableError as error:
+                # Surely not taken into account by Cekura: safe to send again after a pause.
+                last = error
+                logger.warning(
+                    "%s: %s (attempt %d of %d)", fire.submission_name, error, attempt, _SUBMIT_ATTEMPTS, extra=extra
+                )
+                if attempt < _SUBMIT_ATTEMPTS:
+                    await self._sleep(
+                        error.retry_after if error.retry_after is not None else delay * (0.5 + random.random())
+                    )
+                    delay *= 2
+                continue
+            except (CekuraAmbiguousError, CekuraResponseError) as error:
+                # Maybe created: find it by name before anything else. Never blindly sent again.
+                last = error
+                logger.warning("%s: %s; looking it up by name", fire.submission_name, error, extra=extra)
+                found = await self._find_submission(fire)
+                if found is not None:
+                    return await self._record_answer(job, fire, found)
+                if isinstance(error, CekuraResponseError):
+                    break
+                continue
+            except CekuraAuthError as error:
+                await self._daemon_problem(
+                    "Cekura rejects the API key", f"{error.message}\nNo job can be submitted until the key is fixed."
+                )
+                return await self._record_submit_error(job, fire, error, alert=False)
+            except CekuraError as error:
+                return await self._record_submit_error(job, fire, error)
+            self._daemon_problem_solved("Cekura rejects the API key")
+            return await self._record_answer(job, fire, result)
+        assert last is not None
+        return await self._record_submit_error(job, fire, last)
+
+    async def _find_submission(self, fire: Fire) -> Result | None:
+        """Look a submission up by its unique name; None when Cekura surely has no such result."""
+        for pause in (1.0, 3.0, 6.0):
+            await self._sleep(pause)
+            try:
+                found = await self.cekura.find_by_name(fire.submission_name)
+            except CekuraError as error:
+                logger.warning("%s: cannot search for it yet: %s", fire.submission_name, error)
+                continue
+            if found:
+                logger.info(
+                    "%s: found as result %d; adopting it",
+                    fire.submission_name,
+                    found[0].id,
+                    extra={"job": fire.job, "result_id": found[0].id},
+                )
+                return found[0]
+            return None
+        message = "the submission could not be looked up; it stays claimed and is looked up again later"
+        logger.error("%s: %s", fire.submission_name, message, extra={"job": fire.job})
+        raise _Unsettled(message)
+
+    async def _record_answer(self, job: Job, fire: Fire, result: Result) -> Fire:
+        now = self.clock.now()
+        recorded = await self._db(
+            self.store.record_submitted,
+            fire.id,
+            result_id=result.id,
+            status=result.status,
+            runs=run_records(result),
+            at=now,
+            poll_deadline=now + job.result_timeout,
+        )
+        if not recorded:
+            logger.error(
+                "%s: submitted as result %d, but the fire was settled elsewhere meanwhile; check for a duplicate",
+                fire.submission_name,
+                result.id,
+                extra={"job": job.name, "result_id": result.id},
+            )
+        self.stats.submitted += 1
+        logger.info(
+            "%s submitted as result %d (%d runs)",
+            fire.submission_name,
+            result.id,
+            len(result.runs),
+            extra={"job": job.name, "slot": fire.slot.isoformat(), "result_id": result.id},
+        )
+        refreshed = await self._db(self.store.get_fire, fire.id)
+        assert refreshed is not None
+        return refreshed
+
+    async def _record_submit_error(self, job: Job, fire: Fire, error: CekuraError, *, alert: bool = True) -> Fire:
+        self.stats.submit_errors += 1
+        logger.error(
+            "%s not submitted: %s", fire.submission_name, error, extra={"job": job.name, "slot": fire.slot.isoformat()}
+        )
+        finished = await self._db(
+            self.store.finish,
+            fire.id,
+            outcome=FAILED,
+            at=self.clock.now(),
+            error=error.message,
+            error_status_code=error.status_code,
+        )
+        refreshed = await self._db(self.store.get_fire, fire.id)
+        assert refreshed is not None
+        if finished:
+            self.stats.failed += 1
+            if alert:
+                await self._alert_outcome(job.name, refreshed)
+        return refreshed
+
+    async def _settle_unanswered(self, fire: Fire) -> None:
+        """A claim with no recorded answer: adopt the result if Cekura has it, else submit or skip the slot."""
+        job = self.config.jobs.get(fire.job)
+        self._submitting.add(fire.id)
+        try:
+            try:
+                found = await self._find_submission(fire)
+            except _Unsettled:
+                return
+            if job is None:
+                logger.warning("%s: its job is no longer configured; leaving the claim", fire.submission_name)
+                return
+            if found is not None:
+                settled = await self._record_answer(job, fire, found)
+                self._spawn(self.follow(settled))
+            elif self.clock.now() - fire.slot <= _CATCH_UP_WINDOW:
+                logger.warning("%s: claimed but never sent; submitting it now", fire.submission_name)
+                async with self._submissions:
+                    submitted = await self._submit(job, fire, build_submission(job, fire.submission_name))
+                if submitted.state == "submitted":
+                    self._spawn(self.follow(submitted))
+            else:
+                error = CekuraError(
+                    "lost-before-submit: the slot was claimed but its submission never reached "
+                    "Cekura, and it is too late to catch up"
+                )
+                await self._record_submit_error(job, fire, error)
+        finally:
+            self._submitting.discard(fire.id)
+
+    # -- following a result -----------------------------------------------------------------------------
+
+    async def follow(self, fire: Fire) -> Fire:
+        """Poll a submitted result with backoff until it ends or times out; record and alert its outcome."""
+        if fire.id in self._following:
+            raise SchedulerError(f"fire {fire.id} is already followed")
+        self._following.add(fire.id)
+        try:
+            return await self._follow(fire)
+        finally:
+            self._following.discard(fire.id)
+
+    async def _follow(self, fire: Fire) -> Fire:
+        assert fire.result_id is not None
+        job = self.config.jobs.get(fire.job)
+        interval = self.config.daemon.poll_interval.total_seconds()
+        ceiling = self.config.daemon.poll_max_interval.total_seconds()
+        timeout = job.result_timeout if job is not None else timedelta(hours=1)
+        deadline = fire.poll_deadline or (fire.submitted_at or fire.fired_at) + timeout
+        extra = {"job": fire.job, "slot": fire.slot.isoformat(), "result_id": fire.result_id}
+        last_status = fire.result_status
+        while True:
+            remaining = (deadline - self.clock.now()).total_seconds()
+            if remaining <= 0:
+                return await self._time_out(fire)
+            await self._sleep(min(interval, remaining))
+            interval = min(interval * 1.5, ceiling)
+            try:
+                result = await self.cekura.get_result(fire.result_id)
+            except CekuraNotFoundError as error:
+                return await self._finish(fire, outcome=FAILED, error=error.message, result_status="not found")
+            except CekuraAuthError as error:
+                await self._daemon_problem("Cekura rejects the API key", error.message)
+                continue
+            except CekuraError as error:
+                logger.warning("polling result %d: %s", fire.result_id, error, extra=extra)
+                continue
+            if result.status != last_status:
+                logger.info("result %d is %s", fire.result_id, result.status, extra=extra)
+                last_status = result.status
+                if not result.terminal:
+                    await self._db_quietly(self.store.record_poll, fire.id, result_status=result.status)
+            if result.terminal:
+                return await self._finish(
+                    fire,
+                    outcome=outcome_of(result),
+                    result_status=result.status,
+                    success_rate=result.success_rate,
+                    runs=run_records(result),
+                    failed_reasons=result.failed_reasons if (result.failed_reasons or {}).get("issues") else None,
+                )
+
+    async def _time_out(self, fire: Fire) -> Fire:
+        assert fire.result_id is not None
+        logger.warning(
+            "result %d did not finish in time; ending its calls",
+            fire.result_id,
+            extra={"job": fire.job, "result_id": fire.result_id},
+        )
+        runs: list[RunRecord] | None = None
+        try:
+            await self.cekura.end_calls(fire.result_id)
+            runs = run_records(await self.cekura.get_result(fire.result_id))
+        except CekuraError as error:
+            logger.warning("ending the calls of result %d: %s", fire.result_id, error)
+        job = self.config.jobs.get(fire.job)
+        limit = f" ({job.result_timeout})" if job is not None else ""
+        return await self._finish(
+            fire,
+            outcome=FAILED,
+            result_status="timeout",
+            runs=runs,
+            error=f"the result did not finish within result_timeout{limit}; its calls were ended",
+        )
+
+    async def _finish(
+        self, fire: Fire, *, outcome: str, result_status: str | None, error: str | None = None, **recorded: Any
+    ) -> Fire:
+        finished = await self._db(
+            self.store.finish,
+            fire.id,
+            outcome=outcome,
+            at=self.clock.now(),
+            result_status=result_status,
+            error=error,
+            **recorded,
+        )
+        refreshed = await self._db(self.store.get_fire, fire.id)
+        assert refreshed is not None
+        if not finished:
+            return refreshed  # another process recorded it first, and alerted
+        logger.info(
+            "%s %s (result %s, %s)",
+            fire.submission_name,
+            outcome,
+            fire.result_id,
+            result_status,
+            extra={"job": fire.job, "slot": fire.slot.isoformat(), "result_id": fire.result_id, "outcome": outcome},
+        )
+        if outcome == PASSED:
+            self.stats.passed += 1
+        else:
+            self.stats.failed += 1
+        await self._alert_outcome(fire.job, refreshed)
+        return refreshed
+
+    # -- alerts -----------------------------------------------------------------------------------------
+
+    async def _alert_outcome(self, job_name: str, fire: Fire) -> None:
+        job = self.config.jobs.get(job_name)
+        channels = job.alerts if job is not None else ()
+        zone = job.timezone if job is not None else None
+        if fire.outcome == FAILED:
+            alert: Alert = failure_alert(fire, zone=zone)
+        else:
+            previous = await self._db_quietly(self.store.previous_outcome, job_name, before_fire_id=fire.id)
+            if previous != FAILED:
+                return
+            alert = recovery_alert(fire, zone=zone)
+        if channels:
+            self._spawn(send_to_all(self.alerts, channels, alert))
+
+    def _daemon_channels(self) -> list[str]:
+        if self.config.daemon.alerts:
+            return list(self.config.daemon.alerts)
+        # No [daemon] alerts: tell everyone who listens to any job rather than no one.
+        return sorted({channel for job in self.config.jobs.values() for channel in job.alerts})
+
+    async def _daemon_problem(self, problem: str, detail: str) -> None:
+        """Alert once about a problem of the whole daemon, until it is solved."""
+        logger.error("%s: %s", problem, detail.splitlines()[0])
+        if problem in self._daemon_problems:
+            return
+        self._daemon_problems.add(problem)
+        self._spawn(send_to_all(self.alerts, self._daemon_channels(), daemon_alert(problem, detail)))
+
+    def _daemon_problem_solved(self, problem: str) -> None:
+        if problem in self._daemon_problems:
+            self._daemon_problems.discard(problem)
+            logger.info("solved: %s", problem)
+
+    # -- database calls run off the event loop ----------------------------------------------------------
+
+    async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(call, *args, **kwargs)
+
+    async def _db_quietly(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        try:
+            return await self._db(call, *args, **kwargs)
+        except StoreError as error:
+            logger.error("%s", error)
+            return None
+
+    async def trigger(self, job_name: str, *, wait: bool = False) -> Fire:
+        """Fire one job now, recorded like any fire (slot = now); with ``wait``, follow it to its outcome."""
+        job = self.config.jobs.get(job_name)
+        if job is None:
+            raise SchedulerError(f"no job named {job_name!r} in {self.config.path}", permanent=True)
+        fire = await self.fire(job, self.clock.now(), trigger=MANUAL, follow=False)
+        if fire is None:
+            raise SchedulerError(f"{job_name}: the slot could not be claimed", permanent=True)
+        if wait and fire.state == "submitted":
+            fire = await self.follow(fire)
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        return fire
+
+
+class _Unsettled(SchedulerError):
+    """A submission could not be looked up by name; its claim stays for the next sweep."""

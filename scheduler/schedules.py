@@ -1,0 +1,171 @@
+"""When jobs fire: cron and interval schedules, slots and submission names.
+
+Pure domain code: no I/O. This is the one module that calls APScheduler (3.x is untyped); the daemon drives
+its own timer over these schedules because APScheduler 3 does not hand a job its scheduled fire time, and the
+scheduled time (the *slot*) is what makes a submission unique.
+
+A slot is an aware UTC instant. Cron expressions are standard 5-field crontab, evaluated in the job's IANA
+timezone, with standard day-of-week numbering (0 and 7 are Sunday) and the standard rule that when both
+day-of-month and day-of-week are restricted, a day matching either fires. Intervals are anchored at the Unix
+epoch, so ``every = "15m"`` fires at :00, :15, :30 and :45 whatever time the daemon started.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Read a duration such as ``30s``, ``15m``, ``1h``, ``1d`` or ``1h30m``.
+
+    Raises ValueError with a message meant for the person who wrote it.
+    """
+    compact = text.strip().lower()
+    parts = _DURATION_PART.findall(compact)
+    if not compact or "".join(f"{n}{u}" for n, u in parts) != compact.replace(" ", ""):
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit, e.g. '30s', '15m', '1h', '1d'")
+    seconds = sum(int(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: it must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """Write a duration the way ``parse_duration`` reads it (``90s`` -> ``1m30s``)."""
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+def _day_number(token: str) -> int:
+    token = token.strip().lower()
+    if token[:3] in _DAY_NAMES and token.isalpha():
+        return _DAY_NAMES.index(token[:3])
+    if not token.isdigit() or int(token) > 7:
+        raise ValueError(f"invalid day of week {token!r}: use 0-7 (0 and 7 are Sunday) or sun..sat")
+    return int(token) % 7
+
+
+def _standard_days(field_text: str) -> str:
+    """Translate a crontab day-of-week field to APScheduler's names (APScheduler 3 counts 0 as Monday)."""
+    if field_text == "*":
+        return "*"
+    days: set[int] = set()
+    for item in field_text.split(","):
+        body, _, step_text = item.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        if step_text and step is None:
+            raise ValueError(f"invalid step in day of week {item!r}")
+        if body == "*":
+            first, last = 0, 6
+        elif "-" in body:
+            start, _, end = body.partition("-")
+            first, last = _day_number(start), _day_number(end)
+            if end.strip() == "7":
+                last = 7
+            if last < first:
+                raise ValueError(f"invalid day-of-week range {body!r}: the first day must come before the last")
+        else:
+            first = last = _day_number(body)
+        days.update(day % 7 for day in range(first, last + 1, step or 1))
+    return ",".join(_DAY_NAMES[day] for day in sorted(days))
+
+
+def _cron_trigger(expression: str, zone: tzinfo) -> Any:
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"invalid cron expression {expression!r}: expected 5 fields (minute hour day month weekday), "
+            f"got {len(fields)}"
+        )
+    minute, hour, day, month, weekday = fields
+    try:
+        days = _standard_days(weekday)
+        common = {"minute": minute, "hour": hour, "month": month, "timezone": zone}
+        if day != "*" and days != "*":
+            # crontab(5): when both day fields are restricted, a day matching either one fires.
+            return OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=days, **common)])
+        return CronTrigger(day=day, day_of_week=days, **common)
+    except ValueError as error:
+        raise ValueError(f"invalid cron expression {expression!r}: {error}") from None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A job's schedule: either a cron expression in a timezone or a fixed interval."""
+
+    cron: str | None
+    every: timedelta | None
+    timezone: tzinfo
+    _trigger: Any = field(repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_cron(cls, expression: str, timezone: tzinfo) -> Schedule:
+        """A cron schedule; raises ValueError naming what is wrong with the expression."""
+        return cls(cron=expression, every=None, timezone=timezone, _trigger=_cron_trigger(expression, timezone))
+
+    @classmethod
+    def from_interval(cls, every: timedelta, timezone: tzinfo) -> Schedule:
+        """A fixed-interval schedule anchored at the Unix epoch."""
+        trigger = IntervalTrigger(seconds=int(every.total_seconds()), start_date=EPOCH, timezone=UTC)
+        return cls(cron=None, every=every, timezone=timezone, _trigger=trigger)
+
+    def next_after(self, instant: datetime) -> datetime:
+        """The first slot strictly after ``instant``, as an aware UTC datetime."""
+        # APScheduler's triggers answer "at or after now"; ask from the next whole second.
+        probe = instant.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        fire = self._trigger.get_next_fire_time(None, probe)
+        if fire is None:  # pragma: no cover - cron and interval triggers never end
+            raise ValueError("schedule has no further fire times")
+        return fire.astimezone(UTC)  # type: ignore[no-any-return]
+
+    def upcoming(self, instant: datetime, count: int) -> list[datetime]:
+        """The next ``count`` slots after ``instant``."""
+        slots: list[datetime] = []
+        for slot in self.slots_after(instant):
+            slots.append(slot)
+            if len(slots) == count:
+                break
+        return slots
+
+    def slots_after(self, instant: datetime) -> Iterator[datetime]:
+        """Every slot after ``instant``, in order, without end."""
+        while True:
+            instant = self.next_after(instant)
+            yield instant
+
+    def describe(self) -> str:
+        """The schedule in a few words, e.g. ``cron '0 3 * * *' (America/New_York)``."""
+        if self.cron is not None:
+            return f"cron '{self.cron}' ({self.timezone})"
+        assert self.every is not None
+        return f"every {format_duration(self.every)}"
+
+
+def submission_name(job: str, slot: datetime) -> str:
+    """The unique name a submission carries to Cekura, e.g. ``support-nightly@2026-11-29T03:00:00Z``.
+
+    It identifies the job and the slot, so a submission whose answer was lost can be found again by name.
+    """
+    utc = slot.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return f"{job}@{text}Z"

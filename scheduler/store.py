@@ -1,0 +1,492 @@
+"""The database: SQLAlchemy 2 models, Alembic upgrades, and the repository the daemon and CLI use.
+
+A *fire* is one slot of one job: claimed (a row under a unique (job, slot) constraint, written before anything
+is sent), then submitted (Cekura's result id) and finished (an outcome), or skipped with a reason. Each run of a
+finished result is a row of ``runs``. The store owns every session: callers get plain dataclasses back, and
+every database failure becomes a ``StoreError``. The API key is never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from scheduler.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+# Fire states. A fire moves claimed -> submitted -> finished, or claimed -> finished (submission failed),
+# or is written as skipped. Only finished fires carry an outcome.
+CLAIMED, SUBMITTED, FINISHED, SKIPPED = "claimed", "submitted", "finished", "skipped"
+PASSED, FAILED = "passed", "failed"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend (SQLite keeps no offset, so it stores naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FireRow(Base):
+    __tablename__ = "fires"
+    __table_args__ = (
+        UniqueConstraint("job", "slot", name="uq_fires_job_slot"),
+        Index("ix_fires_state", "state"),
+        Index("ix_fires_job_id", "job", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(100))
+    slot: Mapped[datetime] = mapped_column(UTCDateTime())
+    trigger: Mapped[str] = mapped_column(String(16))
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16))
+    submission_name: Mapped[str] = mapped_column(String(160))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    runs_requested: Mapped[int] = mapped_column(Integer)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    poll_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    result_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    result_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    success_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    skip_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failed_reasons: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    runs: Mapped[list[RunRow]] = relationship(
+        back_populates="fire", cascade="all, delete-orphan", order_by="RunRow.run_id"
+    )
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("fire_id", "run_id", name="uq_runs_fire_run"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fire_id: Mapped[int] = mapped_column(ForeignKey("fires.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    scenario: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    scenario_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    success: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    failed_metrics: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    fire: Mapped[FireRow] = relationship(back_populates="runs")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a result, as recorded."""
+
+    run_id: int
+    scenario: int | None = None
+    scenario_name: str | None = None
+    status: str | None = None
+    success: bool | None = None
+    error_message: str | None = None
+    duration: str | None = None
+    failed_metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One slot of one job and everything recorded about it."""
+
+    id: int
+    job: str
+    slot: datetime
+    trigger: str
+    fired_at: datetime
+    state: str
+    submission_name: str
+    endpoint: str
+    runs_requested: int
+    submitted_at: datetime | None
+    poll_deadline: datetime | None
+    result_id: int | None
+    result_status: str | None
+    success_rate: float | None
+    outcome: str | None
+    skip_reason: str | None
+    error: str | None
+    error_status_code: int | None
+    failed_reasons: dict[str, Any] | None
+    finished_at: datetime | None
+    runs: list[RunRecord] = field(default_factory=list)
+
+
+def _run_record(row: RunRow) -> RunRecord:
+    return RunRecord(
+        run_id=row.run_id,
+        scenario=row.scenario,
+        scenario_name=row.scenario_name,
+        status=row.status,
+        success=row.success,
+        error_message=row.error_message,
+        duration=row.duration,
+        failed_metrics=json.loads(row.failed_metrics) if row.failed_metrics else [],
+    )
+
+
+def _fire(row: FireRow, *, with_runs: bool = False) -> Fire:
+    return Fire(
+        id=row.id,
+        job=row.job,
+        slot=row.slot,
+        trigger=row.trigger,
+        fired_at=row.fired_at,
+        state=row.state,
+        submission_name=row.submission_name,
+        endpoint=row.endpoint,
+        runs_requested=row.runs_requested,
+        submitted_at=row.submitted_at,
+        poll_deadline=row.poll_deadline,
+        result_id=row.result_id,
+        result_status=row.result_status,
+        success_rate=row.success_rate,
+        outcome=row.outcome,
+        skip_reason=row.skip_reason,
+        error=row.error,
+        error_status_code=row.error_status_code,
+        failed_reasons=json.loads(row.failed_reasons) if row.failed_reasons else None,
+        finished_at=row.finished_at,
+        runs=[_run_record(run) for run in row.runs] if with_runs else [],
+    )
+
+
+def _replace_runs(session: Session, fire_id: int, runs: Sequence[RunRecord]) -> None:
+    # Delete first and flush: the unit of work would insert the new rows before deleting the old ones.
+    session.execute(delete(RunRow).where(RunRow.fire_id == fire_id))
+    session.flush()
+    session.add_all(
+        RunRow(
+            fire_id=fire_id,
+            run_id=run.run_id,
+            scenario=run.scenario,
+            scenario_name=run.scenario_name,
+            status=run.status,
+            success=run.success,
+            error_message=run.error_message,
+            duration=run.duration,
+            failed_metrics=json.dumps(run.failed_metrics) if run.failed_metrics else None,
+        )
+        for run in runs
+    )
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: inside the installed package, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise StoreError(
+        "the database migrations are missing from this installation (reinstall cekura-scheduler)", permanent=True
+    )
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys, and their folder is made."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def upgrade_database(engine: Engine) -> None:
+    """Bring the database schema to the newest migration (safe to run on every start)."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations_dir()))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except SQLAlchemyError as error:
+        raise StoreError(f"cannot upgrade the database schema: {_describe(error)}") from error
+
+
+def _describe(error: SQLAlchemyError) -> str:
+    original = getattr(error, "orig", None)
+    return str(original or error).strip().splitlines()[0]
+
+
+class Store:
+    """The repository: every read and write the scheduler makes, each in its own short transaction."""
+
+    def __init__(self, *, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self, what: str) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as error:
+            raise StoreError(f"database error while {what}: {_describe(error)}") from error
+
+    def claim(
+        self,
+        *,
+        job: str,
+        slot: datetime,
+        trigger: str,
+        fired_at: datetime,
+        submission_name: str,
+        endpoint: str,
+        runs_requested: int,
+    ) -> Fire | None:
+        """Claim a slot before anything is sent; None when it was already claimed (by us or a replica)."""
+        row = FireRow(
+            job=job,
+            slot=slot,
+            trigger=trigger,
+            fired_at=fired_at,
+            state=CLAIMED,
+            submission_name=submission_name,
+            endpoint=endpoint,
+            runs_requested=runs_requested,
+        )
+        try:
+            with self._session(f"claiming {submission_name}") as session:
+                session.add(row)
+                session.flush()
+                return _fire(row)
+        except IntegrityError:
+            return None
+
+    def record_skipped(
+        self,
+        *,
+        job: str,
+        slot: datetime,
+        trigger: str,
+        fired_at: datetime,
+        submission_name: str,
+        endpoint: str,
+        runs_requested: int,
+        reason: str,
+    ) -> Fire | None:
+        """Record a slot that will not be submitted, with the reason; None when the slot was already taken."""
+        row = FireRow(
+            job=job,
+            slot=slot,
+            trigger=trigger,
+            fired_at=fired_at,
+            state=SKIPPED,
+            submission_name=submission_name,
+            endpoint=endpoint,
+            runs_requested=runs_requested,
+            skip_reason=reason,
+            finished_at=fired_at,
+        )
+        try:
+            with self._session(f"recording {submission_name} as skipped") as session:
+                session.add(row)
+                session.flush()
+                return _fire(row)
+        except IntegrityError:
+            return None
+
+    def record_submitted(
+        self,
+        fire_id: int,
+        *,
+        result_id: int,
+        status: str,
+        runs: Sequence[RunRecord],
+        at: datetime,
+        poll_deadline: datetime,
+    ) -> bool:
+        """Record Cekura's answer to a claimed fire: the result id and the runs it started.
+
+        False when the fire is no longer waiting for an answer (another process settled it).
+        """
+        with self._session(f"recording the submission of fire {fire_id}") as session:
+            changed = session.execute(  # type: ignore[attr-defined]
+                update(FireRow)
+                .where(FireRow.id == fire_id, FireRow.state == CLAIMED)
+                .values(
+                    state=SUBMITTED,
+                    result_id=result_id,
+                    result_status=status,
+                    submitted_at=at,
+                    poll_deadline=poll_deadline,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed:
+                _replace_runs(session, fire_id, runs)
+            return bool(changed)
+
+    def finish(
+        self,
+        fire_id: int,
+        *,
+        outcome: str,
+        at: datetime,
+        result_status: str | None = None,
+        success_rate: float | None = None,
+        runs: Sequence[RunRecord] | None = None,
+        error: str | None = None,
+        error_status_code: int | None = None,
+        failed_reasons: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record a fire's outcome. True when this call finished it; False when it was already finished.
+
+        The update is conditional, so when two processes follow the same result only one of them finishes it
+        (and only that one alerts).
+        """
+        with self._session(f"recording the outcome of fire {fire_id}") as session:
+            changed = session.execute(  # type: ignore[attr-defined]
+                update(FireRow)
+                .where(FireRow.id == fire_id, FireRow.state.in_([CLAIMED, SUBMITTED]))
+                .values(
+                    state=FINISHED,
+                    outcome=outcome,
+                    finished_at=at,
+                    result_status=result_status if result_status is not None else FireRow.result_status,
+                    success_rate=success_rate,
+                    error=error,
+                    error_status_code=error_status_code,
+                    failed_reasons=json.dumps(failed_reasons) if failed_reasons else None,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed and runs is not None:
+                _replace_runs(session, fire_id, runs)
+            return bool(changed)
+
+    def record_poll(self, fire_id: int, *, result_status: str) -> None:
+        """Remember the last status seen while polling."""
+        with self._session(f"recording the status of fire {fire_id}") as session:
+            session.execute(
+                update(FireRow)
+                .where(FireRow.id == fire_id, FireRow.state == SUBMITTED)
+                .values(result_status=result_status)
+            )
+
+    def get_fire(self, fire_id: int) -> Fire | None:
+        """One fire with its runs."""
+        with self._session(f"reading fire {fire_id}") as session:
+            row = session.get(FireRow, fire_id)
+            return _fire(row, with_runs=True) if row is not None else None
+
+    def find_fire(self, job: str, slot: datetime) -> Fire | None:
+        """The fire of one job's slot, if any."""
+        with self._session(f"reading {job}'s fire") as session:
+            row = session.scalars(select(FireRow).where(FireRow.job == job, FireRow.slot == slot)).first()
+            return _fire(row, with_runs=True) if row is not None else None
+
+    def in_flight(self) -> list[Fire]:
+        """Submitted fires whose result has no outcome yet (to poll, also after a restart)."""
+        with self._session("listing results in flight") as session:
+            rows = session.scalars(select(FireRow).where(FireRow.state == SUBMITTED).order_by(FireRow.id))
+            return [_fire(row) for row in rows]
+
+    def unanswered(self) -> list[Fire]:
+        """Claimed fires with no recorded answer: the process stopped between the claim and the answer."""
+        with self._session("listing unanswered claims") as session:
+            rows = session.scalars(select(FireRow).where(FireRow.state == CLAIMED).order_by(FireRow.id))
+            return [_fire(row) for row in rows]
+
+    def previous_outcome(self, job: str, *, before_fire_id: int) -> str | None:
+        """The outcome of the job's latest finished fire before this one (None when there is none)."""
+        with self._session(f"reading {job}'s previous outcome") as session:
+            return session.scalars(
+                select(FireRow.outcome)
+                .where(FireRow.job == job, FireRow.state == FINISHED, FireRow.id < before_fire_id)
+                .order_by(FireRow.id.desc())
+                .limit(1)
+            ).first()
+
+    def recent_fires(self, *, job: str | None = None, limit: int = 20) -> list[Fire]:
+        """The newest fires first, of one job or all."""
+        with self._session("listing fires") as session:
+            query = select(FireRow).order_by(FireRow.id.desc()).limit(limit)
+            if job is not None:
+                query = query.where(FireRow.job == job)
+            return [_fire(row) for row in session.scalars(query)]
+
+    def last_fires_by_job(self) -> dict[str, Fire]:
+        """Each job's newest fire."""
+        with self._session("reading each job's last fire") as session:
+            newest = select(func.max(FireRow.id)).group_by(FireRow.job).scalar_subquery()
+            rows = session.scalars(select(FireRow).where(FireRow.id.in_(newest)))
+            return {row.job: _fire(row) for row in rows}
+
+    def last_slot(self, job: str, *, trigger: str = "schedule") -> datetime | None:
+        """The newest slot of a job that was claimed or skipped."""
+        with self._session(f"reading {job}'s last slot") as session:
+            return session.scalars(
+                select(func.max(FireRow.slot)).where(FireRow.job == job, FireRow.trigger == trigger)
+            ).first()
