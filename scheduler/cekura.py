@@ -192,13 +192,16 @@ class CekuraClient:
             raise CekuraUnavailableError(message) from error
         status = response.status_code
         if status < 400:
+            if not response.content.strip():
+                return None
             try:
                 return response.json()
             except ValueError:
                 raise CekuraResponseError(
                     f"{what}: Cekura answered {status} with a body that is not JSON", status_code=status
                 ) from None
-        message = f"{what}: Cekura answered {status}: {_message(response)}"
+        said = _message(response).replace(self._api_key.get_secret_value(), "***")  # some servers echo the key
+        message = f"{what}: Cekura answered {status}: {said}"
         if status in (401, 403):
             raise CekuraAuthError(message, status_code=status)
         if status == 404:

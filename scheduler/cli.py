@@ -314,7 +314,7 @@ def _demo_environment() -> Iterator[Path]:
 
 
 @main.command()
-@click.option("--duration", default=45.0, show_default=True, help="Seconds to run before printing the history.")
+@click.option("--duration", default=30.0, show_default=True, help="Seconds to run before printing the history.")
 def demo(duration: float) -> None:
     """Run the simulator and the daemon together on a demo config: no credentials, a temporary database.
 

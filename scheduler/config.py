@@ -36,7 +36,11 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _duration(value: object) -> object:
-    return parse_duration(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, timedelta):  # already parsed, e.g. inherited from [defaults]
+        return value
+    raise ValueError(f"write durations as text with a unit, e.g. '30s', '15m', '1h', '1d' (got {value!r})")
 
 
 def _zone(value: object) -> object:
@@ -206,11 +210,16 @@ class _Issues:
         self.items.append(self._placed(where, message))
 
     def add_validation(self, where: tuple[str, ...], error: ValidationError, known: Mapping[str, Any]) -> None:
-        for detail in error.errors():
+        details = error.errors()
+        flawed = {detail["loc"][0] for detail in details if len(detail["loc"]) > 1}
+        for detail in details:
             loc = tuple(str(part) for part in detail["loc"])
+            if detail["type"] == "too_short" and detail["loc"] and detail["loc"][0] in flawed:
+                continue  # the list's own items are wrong: those errors say more than "too short"
             if detail["type"] == "extra_forbidden":
                 message = f"unknown key {loc[-1]!r}"
-                close = difflib.get_close_matches(loc[-1], list(known), n=1)
+                keys = ScenarioRef.model_fields if loc[0] == "scenarios" else known
+                close = difflib.get_close_matches(loc[-1], list(keys), n=1)
                 if close:
                     message += f" (did you mean {close[0]!r}?)"
             else:
@@ -248,28 +257,34 @@ def _build_job(name: str, raw: Any, defaults: JobDefaults, issues: _Issues) -> J
     if not isinstance(raw, dict):
         issues.add(where, "a job must be a table, e.g. [jobs.nightly]")
         return None
+    ok = True
     if not _JOB_NAME.match(name):
         issues.add(
             where,
             "job names use letters, digits, '-', '_' and '.', start with a letter or digit, "
             "and are at most 100 characters",
         )
+        ok = False
     inherited = {key: value for key, value in defaults.model_dump(exclude_none=True).items() if key not in raw}
+    endpoint = raw.get("endpoint", inherited.get("endpoint", "livekit_v2"))
+    if endpoint == "pipecat_v2":
+        inherited.pop("agent", None)  # a Pipecat agent is named in pipecat_data; a default agent does not apply
+    merged = {**inherited, **raw}
+    # The rules across fields are checked on the raw table, so they are reported with the field errors.
+    if ("cron" in merged) == ("every" in merged):
+        issues.add(where, 'set exactly one of cron = "..." or every = "..."')
+        ok = False
+    if endpoint == "pipecat_v2" and "agent" in merged:
+        issues.add((*where, "agent"), "the pipecat_v2 endpoint takes no agent (the agent is in pipecat_data)")
+        ok = False
+    if endpoint in ("voice", "text", "livekit_v2") and "agent" not in merged:
+        issues.add(where, f"the {endpoint} endpoint needs agent = <agent id>")
+        ok = False
     try:
-        job = Job.model_validate({**inherited, **raw, "name": name})
+        job = Job.model_validate({**merged, "name": name})
     except ValidationError as error:
         issues.add_validation(where, error, Job.model_fields)
         return None
-    ok = True
-    if (job.cron is None) == (job.every is None):
-        issues.add(where, 'set exactly one of cron = "..." or every = "..."')
-        ok = False
-    if job.endpoint == "pipecat_v2" and job.agent is not None:
-        issues.add((*where, "agent"), "the pipecat_v2 endpoint takes no agent (the agent is in pipecat_data)")
-        ok = False
-    if job.endpoint in ("voice", "text", "livekit_v2") and job.agent is None:
-        issues.add(where, f"the {job.endpoint} endpoint needs agent = <agent id>")
-        ok = False
     return job if ok else None
 
 
@@ -287,6 +302,10 @@ def parse_config(text: str, *, path: Path, env: Mapping[str, str]) -> Config:
             [ConfigIssue(path=str(path), line=line, column=column, message=f"not valid TOML: {message}")]
         ) from None
     raw = _interpolate(raw, (), env, issues)
+    for name in ("daemon", "defaults", "jobs", "alerts"):
+        if name in raw and not isinstance(raw[name], dict):
+            issues.add((name,), f"{name} must be a table, e.g. [{name}]")
+            raw.pop(name)
     sections = {"daemon", "defaults", "jobs", "alerts"}
     for key in raw.keys() - sections:
         close = difflib.get_close_matches(key, sections, n=1)

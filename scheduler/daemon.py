@@ -39,7 +39,7 @@ from scheduler.errors import (
     SchedulerError,
     StoreError,
 )
-from scheduler.schedules import submission_name
+from scheduler.schedules import format_duration, submission_name
 from scheduler.store import FAILED, PASSED, Fire, RunRecord, Store
 
 logger = logging.getLogger(__name__)
@@ -494,7 +494,7 @@ class Daemon:
         except CekuraError as error:
             logger.warning("ending the calls of result %d: %s", fire.result_id, error)
         job = self.config.jobs.get(fire.job)
-        limit = f" ({job.result_timeout})" if job is not None else ""
+        limit = f" ({format_duration(job.result_timeout)})" if job is not None else ""
         return await self._finish(
             fire,
             outcome=FAILED,

@@ -8,6 +8,10 @@ A slot is an aware UTC instant. Cron expressions are standard 5-field crontab, e
 timezone, with standard day-of-week numbering (0 and 7 are Sunday) and the standard rule that when both
 day-of-month and day-of-week are restricted, a day matching either fires. Intervals are anchored at the Unix
 epoch, so ``every = "15m"`` fires at :00, :15, :30 and :45 whatever time the daemon started.
+
+Daylight saving time: a local time that does not exist (skipped by a spring-forward) fires at the same
+offset into the new time, e.g. 02:30 becomes 03:30 that day; a local time that happens twice (fall-back) fires
+once, at its first occurrence, except in jobs whose hour field is ``*``.
 """
 
 from __future__ import annotations
@@ -131,10 +135,23 @@ class Schedule:
         """The first slot strictly after ``instant``, as an aware UTC datetime."""
         # APScheduler's triggers answer "at or after now"; ask from the next whole second.
         probe = instant.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
-        fire = self._trigger.get_next_fire_time(None, probe)
-        if fire is None:  # pragma: no cover - cron and interval triggers never end
-            raise ValueError("schedule has no further fire times")
-        return fire.astimezone(UTC)  # type: ignore[no-any-return]
+        while True:
+            fire = self._trigger.get_next_fire_time(None, probe)
+            if fire is None:  # pragma: no cover - cron and interval triggers never end
+                raise ValueError("schedule has no further fire times")
+            if not self._repeated_wall_time(fire):
+                return fire.astimezone(UTC)  # type: ignore[no-any-return]
+            probe = fire.astimezone(UTC) + timedelta(seconds=1)
+
+    def _repeated_wall_time(self, fire: datetime) -> bool:
+        """True for the second occurrence of a local time that a fall-back day repeats.
+
+        Such a time fires once, at its first occurrence, like cron does for fixed-time jobs. A cron job whose
+        hour field is ``*`` keeps firing through the repeated hour: each of those instants is a distinct hour.
+        """
+        if self.cron is None or self.cron.split()[1] == "*":
+            return False
+        return fire.astimezone(self.timezone).fold == 1
 
     def upcoming(self, instant: datetime, count: int) -> list[datetime]:
         """The next ``count`` slots after ``instant``."""

@@ -1,0 +1,485 @@
+"""jobs.toml: parsing, defaults, interpolation, and errors that name the file, the line and the job."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from textwrap import dedent
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from scheduler.config import Config, load_config, parse_config
+from scheduler.errors import ConfigError, ConfigIssue
+
+REPO = Path(__file__).resolve().parent.parent
+PATH = Path("/etc/cekura/jobs.toml")
+
+EXAMPLE = """\
+[daemon]
+max_concurrent_submissions = 20
+poll_interval = "5s"
+alerts = ["ops"]
+
+[defaults]
+timezone = "America/New_York"
+endpoint = "livekit_v2"
+agent = 12
+alerts = ["slack"]
+result_timeout = "30m"
+
+[jobs.support-nightly]
+cron = "0 3 * * *"
+scenarios = [101, 102]
+
+[jobs.checkout-hourly]
+every = "1h"
+timezone = "Europe/Paris"
+agent = 34
+frequency = 3
+alerts = []
+result_timeout = "10m"
+scenarios = [{ id = 201, publish_data_message = { lang = "fr" } }, 202]
+
+[jobs.checkout-hourly.body]
+concurrency_limit = 2
+
+[jobs.voice-weekly]
+cron = "0 9 * * 1-5"
+endpoint = "voice"
+enabled = false
+scenarios = [301]
+
+[alerts.slack]
+url = "${SLACK_URL}"
+
+[alerts.ops]
+url = "mailto://ops@example.com"
+"""
+ENV = {"SLACK_URL": "slack://T000/B000/very-secret-token"}
+
+
+def parse(text: str, env: dict[str, str] | None = None) -> Config:
+    return parse_config(dedent(text), path=PATH, env=env or {})
+
+
+def issues_of(text: str, env: dict[str, str] | None = None) -> list[ConfigIssue]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, env)
+    return caught.value.issues
+
+
+def only_issue(text: str, env: dict[str, str] | None = None) -> ConfigIssue:
+    issues = issues_of(text, env)
+    assert len(issues) == 1, [str(issue) for issue in issues]
+    return issues[0]
+
+
+def job(body: str, name: str = "nightly") -> str:
+    """A valid job table with extra lines appended."""
+    return f'[jobs.{name}]\ncron = "0 3 * * *"\nagent = 12\nscenarios = [101]\n{dedent(body)}'
+
+
+# --- the example ------------------------------------------------------------------------------------------------
+
+
+def example() -> Config:
+    return parse(EXAMPLE, ENV)
+
+
+def test_example_loads_every_table() -> None:
+    config = example()
+    assert config.path == PATH
+    assert config.daemon.max_concurrent_submissions == 20
+    assert config.daemon.poll_interval == timedelta(seconds=5)
+    assert config.daemon.poll_max_interval == timedelta(seconds=60)  # the default
+    assert config.daemon.alerts == ("ops",)
+    assert list(config.jobs) == ["support-nightly", "checkout-hourly", "voice-weekly"]
+    assert set(config.channels) == {"slack", "ops"}
+
+
+def test_job_inherits_defaults_it_does_not_set() -> None:
+    nightly = example().jobs["support-nightly"]
+    assert nightly.timezone == ZoneInfo("America/New_York")
+    assert nightly.endpoint == "livekit_v2"
+    assert nightly.agent == 12
+    assert nightly.alerts == ("slack",)
+    assert nightly.result_timeout == timedelta(minutes=30)
+    assert nightly.frequency == 1
+    assert nightly.enabled is True
+
+
+def test_job_own_values_win_over_defaults() -> None:
+    hourly = example().jobs["checkout-hourly"]
+    assert hourly.timezone == ZoneInfo("Europe/Paris")
+    assert hourly.agent == 34
+    assert hourly.frequency == 3
+    assert hourly.alerts == ()
+    assert hourly.result_timeout == timedelta(minutes=10)
+    assert hourly.every == timedelta(hours=1)
+    assert hourly.body == {"concurrency_limit": 2}
+    assert hourly.runs_per_fire == 6
+
+
+def test_job_sets_its_own_endpoint_and_enabled() -> None:
+    weekly = example().jobs["voice-weekly"]
+    assert (weekly.endpoint, weekly.enabled, weekly.agent) == ("voice", False, 12)
+
+
+def test_pipecat_job_without_agent() -> None:
+    smoke = parse('[jobs.smoke]\nevery = "15m"\nendpoint = "pipecat_v2"\nscenarios = [301]\n').jobs["smoke"]
+    assert (smoke.endpoint, smoke.agent) == ("pipecat_v2", None)
+
+
+def test_pipecat_job_does_not_inherit_the_default_agent() -> None:
+    # A job cannot unset a default in TOML; a default agent must not make every pipecat_v2 job invalid.
+    config = parse("""\
+        [defaults]
+        agent = 12
+
+        [jobs.smoke]
+        every = "15m"
+        endpoint = "pipecat_v2"
+        scenarios = [301]
+        """)
+    assert config.jobs["smoke"].agent is None
+
+
+def test_without_defaults_a_job_gets_utc_livekit_and_one_hour_timeout() -> None:
+    nightly = parse(job("")).jobs["nightly"]
+    assert nightly.timezone == ZoneInfo("UTC")
+    assert nightly.endpoint == "livekit_v2"
+    assert nightly.result_timeout == timedelta(hours=1)
+    assert nightly.alerts == ()
+
+
+def test_job_schedule_uses_its_timezone() -> None:
+    nightly = example().jobs["support-nightly"]
+    assert nightly.schedule.describe() == "cron '0 3 * * *' (America/New_York)"
+
+
+# --- scenarios --------------------------------------------------------------------------------------------------
+
+
+def test_scenarios_as_ids_and_as_tables() -> None:
+    scenarios = example().jobs["checkout-hourly"].scenarios
+    assert [(ref.id, ref.publish_data_message) for ref in scenarios] == [(201, {"lang": "fr"}), (202, None)]
+
+
+def test_empty_scenarios_is_an_error() -> None:
+    issue = only_issue(job("").replace("[101]", "[]"))
+    assert issue.job == "nightly"
+    assert issue.line == 4
+    assert "scenarios" in issue.message
+
+
+def test_typo_in_a_scenario_table_suggests_the_scenario_key() -> None:
+    issues = issues_of(job("").replace("[101]", '[{ id = 101, publish_data_mesage = "hi" }]'))
+    assert any("did you mean 'publish_data_message'?" in issue.message for issue in issues), [
+        str(issue) for issue in issues
+    ]
+
+
+# --- errors name the file, the line and the job -----------------------------------------------------------------
+
+
+def test_unknown_key_suggests_the_close_one() -> None:
+    issue = only_issue(job('timzone = "UTC"\n'))
+    assert (issue.path, issue.line, issue.column, issue.job) == (str(PATH), 5, 1, "nightly")
+    assert issue.message == "unknown key 'timzone' (did you mean 'timezone'?)"
+
+
+def test_issue_prints_as_file_line_column_job_message() -> None:
+    issue = only_issue(job('timzone = "UTC"\n'))
+    assert str(issue) == f"{PATH}:5:1: job 'nightly': unknown key 'timzone' (did you mean 'timezone'?)"
+
+
+def test_unknown_section_suggests_the_close_one() -> None:
+    issue = only_issue('[defautls]\ntimezone = "UTC"\n')
+    assert issue.line == 1
+    assert issue.message == "unknown section [defautls] (did you mean [defaults]?)"
+
+
+def test_unknown_daemon_key_is_an_error_without_a_job() -> None:
+    issue = only_issue("[daemon]\n\npoll_intervall = '5s'\n")
+    assert (issue.line, issue.job) == (3, None)
+    assert "did you mean 'poll_interval'?" in issue.message
+
+
+def test_bad_cron_names_the_line_and_job() -> None:
+    issue = only_issue('[jobs.nightly]\nagent = 12\ncron = "0 3 * * 8"\nscenarios = [101]\n')
+    assert (issue.line, issue.job) == (3, "nightly")
+    assert "invalid cron expression '0 3 * * 8'" in issue.message
+    assert "0 and 7 are Sunday" in issue.message
+
+
+def test_unknown_timezone() -> None:
+    issue = only_issue(job('timezone = "Mars/Olympus"\n'))
+    assert (issue.line, issue.job) == (5, "nightly")
+    assert "unknown timezone 'Mars/Olympus'" in issue.message
+
+
+def test_unknown_timezone_in_defaults() -> None:
+    issue = only_issue('[defaults]\ntimezone = "Europe/Pariss"\n')
+    assert (issue.line, issue.job) == (2, None)
+    assert "unknown timezone 'Europe/Pariss'" in issue.message
+
+
+def test_missing_variable_names_it() -> None:
+    issue = only_issue(job('[jobs.nightly.body]\ntoken = "Bearer ${CEKURA_TOKEN}"\n'))
+    assert (issue.line, issue.job) == (6, "nightly")
+    assert issue.message == "environment variable CEKURA_TOKEN is not set (used as ${CEKURA_TOKEN})"
+
+
+@pytest.mark.parametrize("frequency", [0, 101])
+def test_frequency_out_of_range(frequency: int) -> None:
+    issue = only_issue(job(f"frequency = {frequency}\n"))
+    assert (issue.line, issue.job) == (5, "nightly")
+    assert issue.message.startswith("frequency:")
+
+
+@pytest.mark.parametrize("frequency", [1, 100])
+def test_frequency_at_the_limits_is_fine(frequency: int) -> None:
+    assert parse(job(f"frequency = {frequency}\n")).jobs["nightly"].frequency == frequency
+
+
+def test_both_cron_and_every() -> None:
+    issue = only_issue(job('every = "1h"\n'))
+    assert (issue.line, issue.job) == (1, "nightly")
+    assert "exactly one of cron" in issue.message
+
+
+def test_neither_cron_nor_every() -> None:
+    issue = only_issue("\n[jobs.nightly]\nagent = 12\nscenarios = [101]\n")
+    assert (issue.line, issue.job) == (2, "nightly")
+    assert "exactly one of cron" in issue.message
+
+
+@pytest.mark.parametrize("value", ['"15x"', '"0s"', '"-1m"', '""'])
+def test_bad_duration(value: str) -> None:
+    issue = only_issue(f"[jobs.nightly]\nagent = 12\nscenarios = [101]\nevery = {value}\n")
+    assert (issue.line, issue.job) == (4, "nightly")
+    assert issue.message.startswith("every: invalid duration")
+
+
+@pytest.mark.parametrize("line", ["every = 0", "every = -60", "result_timeout = 0"])
+def test_zero_or_negative_duration_as_a_number_is_an_error(line: str) -> None:
+    # every = 0 would fire (and pay for) a submission every second.
+    text = f"[jobs.nightly]\nagent = 12\nscenarios = [101]\n{line}\n"
+    if not line.startswith("every"):
+        text += 'every = "1h"\n'
+    issue = only_issue(text)
+    assert (issue.line, issue.job) == (4, "nightly")
+
+
+def test_bad_duration_in_daemon() -> None:
+    issue = only_issue('[daemon]\npoll_interval = "soon"\n')
+    assert issue.line == 2
+    assert "invalid duration 'soon'" in issue.message
+
+
+def test_bad_job_name() -> None:
+    issue = only_issue(job("", name='"-nightly"'))
+    assert issue.job == "-nightly"
+    assert "job names use letters" in issue.message
+
+
+# --- every problem at once --------------------------------------------------------------------------------------
+
+
+def test_all_problems_in_a_file_are_reported_at_once_in_line_order() -> None:
+    issues = issues_of(
+        """\
+        [daemon]
+        poll_interval = "fast"
+
+        [jobs.a]
+        cron = "0 3 * * *"
+        agent = 12
+        scenarios = [101]
+        timzone = "UTC"
+
+        [jobs.b]
+        cron = "every day"
+        agent = 12
+        scenarios = [101]
+        frequency = 101
+
+        [jobs.c]
+        every = "1h"
+        endpoint = "voice"
+        scenarios = [101]
+        alerts = ["nowhere"]
+
+        [alerts.slack]
+        url = "${SLACK_URL}"
+        """
+    )
+    summary = [(issue.line, issue.job) for issue in issues]
+    assert summary == [(2, None), (8, "a"), (11, "b"), (14, "b"), (16, "c"), (23, None)]
+    messages = "\n".join(issue.message for issue in issues)
+    assert "did you mean 'timezone'?" in messages
+    assert "voice endpoint needs agent" in messages
+    assert "SLACK_URL" in messages
+
+
+def test_config_error_message_lists_every_issue() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(job('timzone = "UTC"\nfrequency = 0\n'))
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(f"{PATH}:") for line in lines)
+
+
+def test_field_errors_and_job_rules_are_reported_together() -> None:
+    # A bad timezone must not hide that the same job also lacks cron/every.
+    issues = issues_of('[jobs.nightly]\nagent = 12\nscenarios = [101]\ntimezone = "Mars/Olympus"\n')
+    messages = "\n".join(issue.message for issue in issues)
+    assert "unknown timezone" in messages
+    assert "exactly one of cron" in messages
+
+
+# --- TOML itself ------------------------------------------------------------------------------------------------
+
+
+def test_toml_syntax_error_has_line_and_column() -> None:
+    issue = only_issue('[jobs.nightly]\ncron = "0 3 * * *"\nagent 12\n')
+    assert (issue.path, issue.line, issue.column) == (str(PATH), 3, 7)
+    assert issue.message.startswith("not valid TOML:")
+    assert "line" not in issue.message  # the position is in the fields, not repeated in the text
+
+
+def test_duplicate_job_name_is_rejected() -> None:
+    issue = only_issue(job("\n") + job("", name="nightly"))
+    assert issue.line == 6
+    assert issue.message.startswith("not valid TOML:")
+    assert "nightly" in issue.message
+
+
+@pytest.mark.parametrize("text", ['jobs = "nightly"\n', 'alerts = ["slack"]\n', "daemon = 5\n"])
+def test_section_that_is_not_a_table_is_a_config_error(text: str) -> None:
+    issue = only_issue(text)
+    assert issue.line == 1
+
+
+# --- interpolation and secrets ----------------------------------------------------------------------------------
+
+
+def test_variables_are_interpolated() -> None:
+    config = parse(
+        job('[jobs.nightly.body]\nwebsocket_url = "wss://${HOST}/ws"\n').replace("agent = 12", 'agent = "${AGENT}"'),
+        {"HOST": "agent.example.com", "AGENT": "77"},
+    )
+    assert config.jobs["nightly"].agent == 77
+    assert config.jobs["nightly"].body == {"websocket_url": "wss://agent.example.com/ws"}
+
+
+def test_alert_url_is_a_secret() -> None:
+    config = example()
+    url = config.channels["slack"].url
+    assert url.get_secret_value() == ENV["SLACK_URL"]
+    assert "very-secret-token" not in str(url)
+    assert "very-secret-token" not in repr(config)
+
+
+# --- body, endpoints, alert channels ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["scenarios", "agent", "agent_id", "name", "frequency"])
+def test_reserved_key_under_body_is_rejected(key: str) -> None:
+    issue = only_issue(job(f"\n[jobs.nightly.body]\n{key} = 1\n"))
+    assert (issue.line, issue.job) == (6, "nightly")
+    assert f"{key} cannot be set under body" in issue.message
+
+
+def test_other_body_keys_pass_through() -> None:
+    body = parse(job('[jobs.nightly.body]\nmock_tool_names = ["lookup"]\nlivekit_data = { agent_name = "a" }\n'))
+    assert body.jobs["nightly"].body == {"mock_tool_names": ["lookup"], "livekit_data": {"agent_name": "a"}}
+
+
+def test_pipecat_v2_rejects_agent() -> None:
+    issue = only_issue(job('endpoint = "pipecat_v2"\n'))
+    assert (issue.line, issue.job) == (3, "nightly")
+    assert "pipecat_v2 endpoint takes no agent" in issue.message
+
+
+@pytest.mark.parametrize("endpoint", ["voice", "text", "livekit_v2"])
+def test_endpoint_requires_agent(endpoint: str) -> None:
+    issue = only_issue(f'[jobs.nightly]\ncron = "0 3 * * *"\nendpoint = "{endpoint}"\nscenarios = [101]\n')
+    assert (issue.line, issue.job) == (1, "nightly")
+    assert f"the {endpoint} endpoint needs agent" in issue.message
+
+
+def test_unknown_endpoint() -> None:
+    issue = only_issue(job('endpoint = "webrtc"\n'))
+    assert (issue.line, issue.job) == (5, "nightly")
+    assert "endpoint" in issue.message
+
+
+def test_job_alert_channel_must_exist() -> None:
+    issue = only_issue(job('alerts = ["slack"]\n'))
+    assert (issue.line, issue.job) == (5, "nightly")
+    assert issue.message == "alert channel 'slack' is not defined under [alerts]"
+
+
+def test_daemon_alert_channel_must_exist() -> None:
+    issue = only_issue('[daemon]\nalerts = ["pager"]\n')
+    assert (issue.line, issue.job) == (2, None)
+    assert "alert channel 'pager' is not defined" in issue.message
+
+
+def test_default_alert_channel_must_exist() -> None:
+    issue = only_issue('[defaults]\nalerts = ["slack"]\n\n' + job(""))
+    assert issue.job == "nightly"
+    assert "alert channel 'slack' is not defined" in issue.message
+
+
+def test_alert_channel_needs_a_url() -> None:
+    issues = issues_of("[alerts.slack]\nurll = 'slack://x'\n")
+    assert [issue.line for issue in issues] == [1, 2]
+    assert issues[0].message == "url: Field required"
+    assert issues[1].message == "unknown key 'urll' (did you mean 'url'?)"
+
+
+# --- files ------------------------------------------------------------------------------------------------------
+
+
+def test_load_config_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(job(""), encoding="utf-8")
+    config = load_config(path, env={})
+    assert config.path == path
+    assert list(config.jobs) == ["nightly"]
+
+
+def test_load_config_names_the_file_in_errors(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(job("frequency = 0\n"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert str(caught.value).startswith(f"{path}:5:1: job 'nightly': frequency:")
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.issues[0].path == str(path)
+    assert "cannot read the file" in str(caught.value)
+
+
+def test_repository_jobs_toml_loads() -> None:
+    path = REPO / "jobs.toml"
+    if not path.exists():
+        pytest.skip("jobs.toml is not in the repository yet")
+    variables = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text(encoding="utf-8"))
+    config = load_config(path, env=dict.fromkeys(variables, "1"))
+    assert config.jobs
+
+
+def test_demo_toml_loads() -> None:
+    config = load_config(REPO / "scheduler" / "demo.toml", env={"DEMO_ALERTS": "console://"})
+    assert config.jobs
+    assert all(job.alerts == ("console",) for job in config.jobs.values())
+    assert config.channels["console"].url.get_secret_value() == "console://"

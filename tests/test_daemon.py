@@ -1,0 +1,257 @@
+"""The real daemon against the simulator over HTTP on 127.0.0.1, with a real SQLite file and real alerts.
+
+Alerts go through Apprise's json:// target to a local HTTP endpoint. Jobs fire every second; the daemon's
+retry and poll pauses are shortened by an injected sleep, so nothing here waits for the wall clock longer
+than a few slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from scheduler.alerts import AppriseSender
+from scheduler.cekura import CekuraClient
+from scheduler.config import Config, load_config
+from scheduler.daemon import Daemon
+from scheduler.simulator import Simulator
+from scheduler.store import Fire, Store, create_db_engine, upgrade_database
+from tests.conftest import API_KEY, AlertInbox
+
+HEADER = """
+[daemon]
+max_concurrent_submissions = 10
+poll_interval = "1s"
+poll_max_interval = "1s"
+alerts = ["ops"]
+
+[defaults]
+alerts = ["team"]
+result_timeout = "1m"
+
+[alerts.team]
+url = "${INBOX}"
+
+[alerts.ops]
+url = "${INBOX}/ops"
+"""
+
+
+JOB = """
+[jobs.smoke]
+every = "1s"
+agent = 12
+scenarios = [101, {{ id = 102, publish_data_message = {{ lang = "en" }} }}]
+{extra}
+"""
+
+
+async def _quick_sleep(seconds: float) -> None:
+    await asyncio.sleep(min(seconds, 0.2))
+
+
+def prepare(tmp_path: Path, jobs: str, *, inbox: AlertInbox, database_url: str) -> tuple[Config, Store]:
+    path = tmp_path / "jobs.toml"
+    path.write_text(HEADER + jobs)
+    config = load_config(path, env={"INBOX": inbox.url})
+    engine = create_db_engine(database_url)
+    upgrade_database(engine)
+    return config, Store(engine=engine)
+
+
+def make_daemon(
+    config: Config, store: Store, http: httpx.AsyncClient, simulator: Simulator, api_key: str = API_KEY
+) -> Daemon:
+    return Daemon(
+        config=config,
+        store=store,
+        cekura=CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr(api_key)),
+        alerts=AppriseSender(channels=config.channels, backoff=0.01),
+        sleep=_quick_sleep,
+    )
+
+
+def run_daemon(
+    tmp_path: Path,
+    jobs: str,
+    *,
+    simulator: Simulator,
+    inbox: AlertInbox,
+    database_url: str,
+    until: Callable[[Store], bool],
+    timeout: float = 20.0,
+    api_key: str = API_KEY,
+) -> Store:
+    """Run a daemon on ``jobs`` until ``until(store)`` holds (or time runs out), then stop it cleanly."""
+    config, store = prepare(tmp_path, jobs, inbox=inbox, database_url=database_url)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            daemon = make_daemon(config, store, http, simulator, api_key)
+            stop = asyncio.Event()
+            task = asyncio.create_task(daemon.run(stop))
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not await asyncio.to_thread(until, store):
+                if asyncio.get_running_loop().time() > deadline:
+                    stop.set()
+                    await task
+                    raise AssertionError("the daemon did not get there in time")
+                await asyncio.sleep(0.1)
+            stop.set()
+            await task
+
+    asyncio.run(main())
+    return store
+
+
+@pytest.fixture
+def run(tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str) -> Callable[..., Store]:
+    """``run(until=..., jobs=...)``: the daemon on this test's simulator, inbox and SQLite file."""
+
+    def go(*, until: Callable[[Store], bool], jobs: str = JOB.format(extra=""), **options: Any) -> Store:
+        return run_daemon(
+            tmp_path, jobs, simulator=simulator, inbox=alert_inbox, database_url=sqlite_url, until=until, **options
+        )
+
+    return go
+
+
+def finished(store: Store, job: str) -> list[Fire]:
+    return [fire for fire in reversed(store.recent_fires(job=job, limit=100)) if fire.state == "finished"]
+
+
+def submissions_by_name(simulator: Simulator) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in simulator.submissions:
+        if entry.result_id is not None and entry.name is not None:
+            counts[entry.name] = counts.get(entry.name, 0) + 1
+    return counts
+
+
+def test_a_job_fires_is_recorded_and_followed_to_its_outcome(
+    run: Callable[..., Store], simulator: Simulator, alert_inbox: AlertInbox
+) -> None:
+    store = run(
+        until=lambda s: len(finished(s, "smoke")) >= 2,
+    )
+
+    fire = finished(store, "smoke")[0]
+    assert fire.outcome == "passed" and fire.result_status == "completed"
+    assert fire.submission_name == f"smoke@{fire.slot:%Y-%m-%dT%H:%M:%S}Z"
+    assert fire.slot.microsecond == 0 and fire.fired_at >= fire.slot
+    recorded = store.get_fire(fire.id)
+    assert recorded is not None and [run.success for run in recorded.runs] == [True, True]
+    sent = next(entry for entry in simulator.submissions if entry.name == fire.submission_name)
+    assert sent.endpoint == "run_scenarios_livekit_v2"
+    assert sent.body["agent"] == 12
+    assert sent.body["scenarios"] == [{"scenario": 101}, {"scenario": 102, "publish_data_message": {"lang": "en"}}]
+    assert all(count == 1 for count in submissions_by_name(simulator).values())
+    assert alert_inbox.received == []  # passing runs alert no one
+
+
+def test_a_failing_job_alerts_and_then_recovers(
+    run: Callable[..., Store], simulator: Simulator, alert_inbox: AlertInbox
+) -> None:
+    simulator.config.behaviours = {102: ["fail", "pass"]}
+    run(
+        until=lambda s: any("RECOVERED" in t for t in alert_inbox.titles()),
+    )
+
+    failed = next(message for message in alert_inbox.received if "FAILED" in message["title"])
+    assert "smoke" in failed["title"] and "1 of 2 runs failed" in failed["title"]
+    body = failed["message"]
+    assert "Job: smoke" in body and "Slot: " in body and "Cekura result: 9" in body
+    assert "Scenario 102" in body  # which scenario failed
+    assert "Refund policy followed: Agent did not confirm the refund amount." in body  # the metric and why
+    recovered = next(message for message in alert_inbox.received if "RECOVERED" in message["title"])
+    assert "smoke" in recovered["title"]
+    assert alert_inbox.titles().index(failed["title"]) < alert_inbox.titles().index(recovered["title"])
+
+
+def test_a_rejected_submission_is_recorded_and_alerted_once(
+    run: Callable[..., Store], simulator: Simulator, alert_inbox: AlertInbox
+) -> None:
+    simulator.config.unknown_scenarios = {102}
+    store = run(
+        until=lambda s: len(finished(s, "smoke")) >= 1,
+    )
+
+    fire = finished(store, "smoke")[0]
+    assert fire.outcome == "failed" and fire.result_id is None and fire.error_status_code == 400
+    assert fire.error is not None and "Invalid scenario IDs or scenarios not found" in fire.error
+    rejected = [entry for entry in simulator.submissions if entry.name == fire.submission_name]
+    assert len(rejected) == 1  # a 400 is never retried
+    alert = next(message for message in alert_inbox.received if "FAILED smoke" in message["title"])
+    assert "submission failed" in alert["title"] and "Invalid scenario IDs" in alert["message"]
+
+
+def test_a_refused_api_key_is_one_daemon_alert_not_one_per_job(
+    run: Callable[..., Store], alert_inbox: AlertInbox
+) -> None:
+    jobs = JOB.format(extra="") + '\n[jobs.other]\nevery = "1s"\nagent = 12\nscenarios = [7]\n'
+    store = run(
+        api_key="wrong-key",
+        until=lambda s: len(finished(s, "smoke")) >= 2,
+        jobs=jobs,
+    )
+
+    assert all(fire.error_status_code == 401 for fire in finished(store, "smoke"))
+    assert [t for t in alert_inbox.titles() if "API key" in t] == ["[cekura-scheduler] Cekura rejects the API key"]
+    assert not any("FAILED" in t for t in alert_inbox.titles())
+    assert "wrong-key" not in str(alert_inbox.received)
+
+
+def test_rate_limited_submissions_are_retried_and_sent_once(run: Callable[..., Store], simulator: Simulator) -> None:
+    simulator.config.error_429_rate = 0.5
+    store = run(
+        until=lambda s: len(finished(s, "smoke")) >= 3,
+    )
+
+    assert any(entry.status_code == 429 for entry in simulator.submissions)
+    assert all(fire.result_id is not None for fire in finished(store, "smoke"))
+    assert all(count == 1 for count in submissions_by_name(simulator).values())
+
+
+def test_a_lost_answer_is_found_by_name_and_never_sent_twice(run: Callable[..., Store], simulator: Simulator) -> None:
+    simulator.config.drop_rate = 0.5
+    simulator.config.error_500_rate = 0.2
+    store = run(
+        until=lambda s: len(finished(s, "smoke")) >= 4,
+    )
+
+    dropped = [entry for entry in simulator.submissions if entry.status_code is None and entry.result_id]
+    assert dropped, "the simulator dropped no connection; the test proves nothing"
+    fires = finished(store, "smoke")
+    adopted = [fire for fire in fires if fire.submission_name in {entry.name for entry in dropped}]
+    assert adopted and all(fire.result_id is not None and fire.outcome == "passed" for fire in adopted)
+    assert all(count == 1 for count in submissions_by_name(simulator).values())
+
+
+def test_a_result_that_never_ends_times_out_and_its_calls_are_ended(
+    simulator: Simulator, alert_inbox: AlertInbox, tmp_path: Path, sqlite_url: str
+) -> None:
+    simulator.config.behaviours = {102: ["hang"]}
+    jobs = JOB.format(extra='result_timeout = "2s"').replace('every = "1s"', 'every = "1h"')
+    config, store = prepare(tmp_path, jobs, inbox=alert_inbox, database_url=sqlite_url)
+
+    async def main() -> Fire:
+        # An hourly job does not fire during a test: fire it by hand, as `cekura-scheduler trigger --wait` does.
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            return await make_daemon(config, store, http, simulator).trigger("smoke", wait=True)
+
+    fire = asyncio.run(main())
+    assert fire.outcome == "failed" and fire.result_status == "timeout"
+    assert fire.error is not None and "result_timeout (2s)" in fire.error
+    assert fire.trigger == "manual"
+    assert any("FAILED smoke" in t for t in alert_inbox.titles())
+    # end_calls was called: the simulator shows the result cancelled.
+    detail = httpx.get(
+        f"{simulator.base_url}/test_framework/v1/results/{fire.result_id}/", headers={"X-CEKURA-API-KEY": API_KEY}
+    ).json()
+    assert detail["status"] == "cancelled"

@@ -1,0 +1,255 @@
+"""Cron and interval schedules: next fire times, slots, durations and submission names."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from scheduler.schedules import Schedule, format_duration, parse_duration, submission_name
+
+NEW_YORK = ZoneInfo("America/New_York")
+SUNDAY = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)  # a Sunday, noon UTC
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def days_of(expression: str, count: int = 6) -> list[str]:
+    slots = Schedule.from_cron(expression, UTC).upcoming(SUNDAY, count)
+    return [slot.strftime("%a %d") for slot in slots]
+
+
+# --- cron in a timezone ----------------------------------------------------------------------------------------
+
+
+def test_cron_in_new_york_is_0800_utc_in_winter() -> None:
+    schedule = Schedule.from_cron("0 3 * * *", NEW_YORK)
+    assert schedule.next_after(utc(2026, 1, 10, 12, 0)) == utc(2026, 1, 11, 8, 0)
+
+
+def test_cron_in_new_york_is_0700_utc_in_summer() -> None:
+    schedule = Schedule.from_cron("0 3 * * *", NEW_YORK)
+    assert schedule.next_after(utc(2026, 7, 10, 12, 0)) == utc(2026, 7, 11, 7, 0)
+
+
+def test_cron_follows_the_switch_to_summer_time() -> None:
+    schedule = Schedule.from_cron("0 3 * * *", NEW_YORK)
+    # DST starts on 2026-03-08: 03:00 is EST the day before and EDT that day.
+    assert schedule.upcoming(utc(2026, 3, 7, 0, 0), 2) == [utc(2026, 3, 7, 8, 0), utc(2026, 3, 8, 7, 0)]
+
+
+def test_cron_at_a_nonexistent_spring_forward_time_fires_once_after_the_gap() -> None:
+    # 02:30 does not exist in New York on 2026-03-08 (clocks jump 02:00 -> 03:00); the job fires once that
+    # day, at 03:30 EDT, and at 02:30 EDT the next day.
+    schedule = Schedule.from_cron("30 2 * * *", NEW_YORK)
+    assert schedule.upcoming(utc(2026, 3, 7, 12, 0), 2) == [utc(2026, 3, 8, 7, 30), utc(2026, 3, 9, 6, 30)]
+
+
+def test_cron_slots_are_aware_utc() -> None:
+    slot = Schedule.from_cron("0 3 * * *", NEW_YORK).next_after(utc(2026, 1, 10, 12, 0))
+    assert slot.tzinfo is UTC
+
+
+def test_next_after_accepts_an_instant_in_another_zone() -> None:
+    schedule = Schedule.from_cron("0 3 * * *", NEW_YORK)
+    local = datetime(2026, 1, 10, 7, 0, tzinfo=NEW_YORK)  # 12:00 UTC
+    assert schedule.next_after(local) == utc(2026, 1, 11, 8, 0)
+
+
+# --- crontab day rules -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weekday", ["0", "7", "sun", "SUN"])
+def test_sunday_is_0_or_7_or_its_name(weekday: str) -> None:
+    assert days_of(f"0 9 * * {weekday}", 3) == ["Sun 08", "Sun 15", "Sun 22"]
+
+
+@pytest.mark.parametrize("weekday", ["1-5", "mon-fri"])
+def test_1_to_5_is_monday_to_friday(weekday: str) -> None:
+    assert days_of(f"0 9 * * {weekday}", 6) == ["Mon 02", "Tue 03", "Wed 04", "Thu 05", "Fri 06", "Mon 09"]
+
+
+def test_weekday_range_may_end_at_7_for_sunday() -> None:
+    assert days_of("0 9 * * 5-7", 4) == ["Fri 06", "Sat 07", "Sun 08", "Fri 13"]
+
+
+def test_weekday_list_and_step() -> None:
+    assert days_of("0 9 * * 1,3", 3) == ["Mon 02", "Wed 04", "Mon 09"]
+    assert days_of("0 9 * * */2", 4) == ["Tue 03", "Thu 05", "Sat 07", "Sun 08"]
+
+
+def test_day_of_month_and_weekday_both_restricted_fire_on_either() -> None:
+    # crontab(5): "0 9 1 * 1" is the 1st of the month *or* any Monday.
+    assert days_of("0 9 1 * 1", 6) == ["Mon 02", "Mon 09", "Mon 16", "Mon 23", "Sun 01", "Mon 02"]
+
+
+def test_only_day_of_month_restricted_ignores_weekday() -> None:
+    assert days_of("0 9 13 * *", 2) == ["Fri 13", "Fri 13"]  # 2026-02-13 and 2026-03-13
+    slots = Schedule.from_cron("0 9 13 * *", UTC).upcoming(SUNDAY, 3)
+    assert [slot.month for slot in slots] == [2, 3, 4]
+
+
+# --- strictly after --------------------------------------------------------------------------------------------
+
+
+def test_next_after_a_slot_is_the_following_slot() -> None:
+    schedule = Schedule.from_cron("0 3 * * *", UTC)
+    assert schedule.next_after(utc(2026, 1, 10, 3, 0)) == utc(2026, 1, 11, 3, 0)
+
+
+def test_next_after_just_before_a_slot_is_that_slot() -> None:
+    schedule = Schedule.from_cron("0 3 * * *", UTC)
+    instant = datetime(2026, 1, 10, 2, 59, 59, 999_999, tzinfo=UTC)
+    assert schedule.next_after(instant) == utc(2026, 1, 10, 3, 0)
+
+
+def test_next_after_a_fraction_past_a_slot_skips_it() -> None:
+    schedule = Schedule.from_interval(timedelta(minutes=15), UTC)
+    instant = datetime(2026, 1, 10, 3, 0, 0, 500_000, tzinfo=UTC)
+    assert schedule.next_after(instant) == utc(2026, 1, 10, 3, 15)
+
+
+def test_upcoming_lists_distinct_increasing_slots() -> None:
+    slots = Schedule.from_cron("*/10 * * * *", UTC).upcoming(utc(2026, 1, 10, 3, 0), 3)
+    assert slots == [utc(2026, 1, 10, 3, 10), utc(2026, 1, 10, 3, 20), utc(2026, 1, 10, 3, 30)]
+
+
+# --- intervals -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "start",
+    [utc(2026, 5, 4, 10, 0), utc(2026, 5, 4, 10, 7, 33), datetime(2026, 5, 4, 10, 14, 59, 1, tzinfo=UTC)],
+)
+def test_every_15m_fires_on_the_quarter_hours_whatever_the_start(start: datetime) -> None:
+    slots = Schedule.from_interval(timedelta(minutes=15), UTC).upcoming(start, 4)
+    assert slots == [utc(2026, 5, 4, 10, 15), utc(2026, 5, 4, 10, 30), utc(2026, 5, 4, 10, 45), utc(2026, 5, 4, 11, 0)]
+
+
+def test_interval_is_anchored_at_the_epoch_not_the_timezone() -> None:
+    # Kolkata is UTC+05:30; the anchor is the Unix epoch, so slots stay on UTC quarter hours.
+    slots = Schedule.from_interval(timedelta(minutes=15), ZoneInfo("Asia/Kolkata")).upcoming(utc(2026, 5, 4, 10, 7), 2)
+    assert slots == [utc(2026, 5, 4, 10, 15), utc(2026, 5, 4, 10, 30)]
+
+
+def test_odd_interval_slots_are_multiples_of_it_since_the_epoch() -> None:
+    slots = Schedule.from_interval(timedelta(minutes=7), UTC).upcoming(utc(2026, 5, 4, 10, 7, 33), 3)
+    assert [int(slot.timestamp()) % 420 for slot in slots] == [0, 0, 0]
+    assert [b - a for a, b in pairwise(slots)] == [timedelta(minutes=7)] * 2
+
+
+def test_interval_slots_are_aware_utc() -> None:
+    slot = Schedule.from_interval(timedelta(hours=1), NEW_YORK).next_after(utc(2026, 5, 4, 10, 7))
+    assert slot.tzinfo is UTC
+    assert slot == utc(2026, 5, 4, 11, 0)
+
+
+def test_describe_names_the_schedule() -> None:
+    assert Schedule.from_cron("0 3 * * *", NEW_YORK).describe() == "cron '0 3 * * *' (America/New_York)"
+    assert Schedule.from_interval(timedelta(minutes=90), UTC).describe() == "every 1h30m"
+
+
+# --- invalid cron ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "says"),
+    [
+        ("0 3 * *", "expected 5 fields"),
+        ("0 3 * * * *", "expected 5 fields"),
+        ("", "expected 5 fields"),
+        ("61 * * * *", "61"),
+        ("0 24 * * *", "24"),
+        ("0 3 32 * *", "32"),
+        ("0 3 * 13 *", "13"),
+        ("0 3 * * 8", "0 and 7 are Sunday"),
+        ("0 3 * * funday", "funday"),
+        ("0 3 * * 5-1", "5-1"),
+        ("0 3 * * */0", "*/0"),
+    ],
+)
+def test_invalid_cron_raises_value_error_naming_the_problem(expression: str, says: str) -> None:
+    with pytest.raises(ValueError, match="invalid cron expression") as caught:
+        Schedule.from_cron(expression, UTC)
+    assert repr(expression) in str(caught.value)
+    assert says in str(caught.value)
+
+
+# --- durations -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("1h", timedelta(hours=1)),
+        ("1d", timedelta(days=1)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1H30M", timedelta(hours=1, minutes=30)),
+        (" 2m ", timedelta(minutes=2)),
+    ],
+)
+def test_parse_duration_accepts(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "   ", "15x", "15", "m", "0s", "0m0s", "-1m", "1.5h", "1h 30q"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_parse_duration_says_why_zero_is_rejected() -> None:
+    with pytest.raises(ValueError, match="longer than zero"):
+        parse_duration("0s")
+
+
+@pytest.mark.parametrize("text", ["30s", "15m", "1h30m", "1d", "1d30s", "2h5m7s"])
+def test_format_duration_round_trips(text: str) -> None:
+    assert format_duration(parse_duration(text)) == text
+
+
+def test_format_duration_of_90_seconds() -> None:
+    assert format_duration(timedelta(seconds=90)) == "1m30s"
+
+
+# --- submission names ------------------------------------------------------------------------------------------
+
+
+def test_submission_name_is_job_at_utc_slot() -> None:
+    assert submission_name("support-nightly", utc(2026, 11, 29, 3, 0)) == "support-nightly@2026-11-29T03:00:00Z"
+
+
+def test_submission_name_converts_to_utc() -> None:
+    slot = datetime(2026, 11, 28, 22, 0, tzinfo=NEW_YORK)  # 03:00 UTC the next day
+    assert submission_name("job", slot) == "job@2026-11-29T03:00:00Z"
+
+
+def test_submission_name_keeps_microseconds_when_present() -> None:
+    slot = datetime(2026, 11, 29, 3, 0, 0, 250, tzinfo=UTC)
+    assert submission_name("job", slot) == "job@2026-11-29T03:00:00.000250Z"
+
+
+def test_a_fixed_time_repeated_by_a_fall_back_fires_once_at_its_first_occurrence() -> None:
+    # 2026-11-01 in New York: 01:30 happens at 05:30 UTC (EDT) and again at 06:30 UTC (EST).
+    zone = ZoneInfo("America/New_York")
+    daily = Schedule.from_cron("30 1 * * *", zone)
+    slots = daily.upcoming(datetime(2026, 11, 1, 4, 0, tzinfo=UTC), 2)
+    assert slots == [datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 2, 6, 30, tzinfo=UTC)]
+
+
+def test_an_hourly_wildcard_job_keeps_firing_through_the_repeated_hour() -> None:
+    zone = ZoneInfo("America/New_York")
+    half_hourly = Schedule.from_cron("*/30 * * * *", zone)
+    slots = half_hourly.upcoming(datetime(2026, 11, 1, 5, 0, tzinfo=UTC), 4)
+    assert slots == [
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
+        datetime(2026, 11, 1, 6, 0, tzinfo=UTC),
+        datetime(2026, 11, 1, 6, 30, tzinfo=UTC),
+        datetime(2026, 11, 1, 7, 0, tzinfo=UTC),
+    ]

@@ -1,0 +1,141 @@
+"""The store on a real SQLite file and on the real PostgreSQL (when SCHEDULER_TEST_POSTGRES_URL is set)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduler.errors import StoreError
+from scheduler.store import RunRecord, Store, create_db_engine
+
+SLOT = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+NOW = SLOT + timedelta(seconds=1)
+
+
+def claim(store: Store, job: str = "nightly", slot: datetime = SLOT):
+    return store.claim(
+        job=job,
+        slot=slot,
+        trigger="schedule",
+        fired_at=NOW,
+        submission_name=f"{job}@{slot:%Y-%m-%dT%H:%M:%SZ}",
+        endpoint="run_scenarios",
+        runs_requested=2,
+    )
+
+
+def test_a_slot_is_claimed_once(store: Store) -> None:
+    first = claim(store)
+    assert first is not None and first.state == "claimed"
+    assert claim(store) is None  # a second claim of the same (job, slot) loses, whoever makes it
+    assert claim(store, job="other") is not None
+    assert claim(store, slot=SLOT + timedelta(minutes=1)) is not None
+
+
+def test_scheduled_time_is_kept_apart_from_the_fire_time_as_utc(store: Store) -> None:
+    fire = claim(store)
+    assert fire is not None
+    again = store.get_fire(fire.id)
+    assert again is not None
+    assert again.slot == SLOT and again.slot.tzinfo is not None
+    assert again.fired_at == NOW
+
+
+def test_submission_then_outcome_with_runs(store: Store) -> None:
+    fire = claim(store)
+    assert fire is not None
+    started = [RunRecord(run_id=1, scenario=101, status="pending"), RunRecord(run_id=2, scenario=102, status="pending")]
+    assert store.record_submitted(
+        fire.id, result_id=9001, status="pending", runs=started, at=NOW, poll_deadline=NOW + timedelta(hours=1)
+    )
+    assert [f.id for f in store.in_flight()] == [fire.id]
+    done = [
+        RunRecord(run_id=1, scenario=101, status="completed", success=True, duration="01:10"),
+        RunRecord(
+            run_id=2,
+            scenario=102,
+            status="completed",
+            success=False,
+            failed_metrics=[{"name": "Greeting", "explanation": "no greeting"}],
+        ),
+    ]
+    assert store.finish(
+        fire.id,
+        outcome="failed",
+        at=NOW,
+        result_status="completed",
+        success_rate=50.0,
+        runs=done,
+        failed_reasons={"issues": [{"description": "no greeting"}]},
+    )
+    recorded = store.get_fire(fire.id)
+    assert recorded is not None
+    assert (recorded.state, recorded.outcome, recorded.result_id, recorded.result_status) == (
+        "finished",
+        "failed",
+        9001,
+        "completed",
+    )
+    assert [(r.run_id, r.success) for r in recorded.runs] == [(1, True), (2, False)]
+    assert recorded.runs[1].failed_metrics == [{"name": "Greeting", "explanation": "no greeting"}]
+    assert recorded.failed_reasons == {"issues": [{"description": "no greeting"}]}
+    assert store.in_flight() == []
+
+
+def test_an_outcome_is_recorded_once(store: Store) -> None:
+    fire = claim(store)
+    assert fire is not None
+    assert store.finish(fire.id, outcome="failed", at=NOW, error="Cekura answered 400")
+    # A second process following the same result must learn it lost, so that it does not alert again.
+    assert not store.finish(fire.id, outcome="passed", at=NOW)
+    recorded = store.get_fire(fire.id)
+    assert recorded is not None and recorded.outcome == "failed" and recorded.error == "Cekura answered 400"
+
+
+def test_an_answer_is_not_recorded_on_a_settled_fire(store: Store) -> None:
+    fire = claim(store)
+    assert fire is not None
+    store.finish(fire.id, outcome="failed", at=NOW, error="lost")
+    assert not store.record_submitted(fire.id, result_id=1, status="pending", runs=[], at=NOW, poll_deadline=NOW)
+
+
+def test_unanswered_claims_are_listed(store: Store) -> None:
+    fire = claim(store)
+    assert fire is not None
+    assert [f.submission_name for f in store.unanswered()] == ["nightly@2026-11-29T03:00:00Z"]
+
+
+def test_skipped_slots_are_recorded_with_their_reason(store: Store) -> None:
+    skipped = store.record_skipped(
+        job="nightly",
+        slot=SLOT,
+        trigger="schedule",
+        fired_at=NOW,
+        submission_name="nightly@x",
+        endpoint="run_scenarios",
+        runs_requested=1,
+        reason="overlap",
+    )
+    assert skipped is not None and skipped.skip_reason == "overlap"
+    assert claim(store) is None  # a skipped slot is taken too
+
+
+def test_previous_outcome_and_history(store: Store) -> None:
+    outcomes = ["passed", "failed", "passed"]
+    ids = []
+    for minute, outcome in enumerate(outcomes):
+        fire = claim(store, slot=SLOT + timedelta(minutes=minute))
+        assert fire is not None
+        store.finish(fire.id, outcome=outcome, at=NOW)
+        ids.append(fire.id)
+    assert store.previous_outcome("nightly", before_fire_id=ids[2]) == "failed"
+    assert store.previous_outcome("nightly", before_fire_id=ids[0]) is None
+    assert [f.outcome for f in store.recent_fires(job="nightly", limit=2)] == ["passed", "failed"]
+    assert store.last_fires_by_job()["nightly"].id == ids[2]
+
+
+def test_an_unreachable_database_is_a_store_error() -> None:
+    store = Store(engine=create_db_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"))
+    with pytest.raises(StoreError, match="claiming nightly"):
+        claim(store)
