@@ -8,13 +8,14 @@ than a few slots.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import Engine
 
 from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
@@ -61,8 +62,19 @@ def prepare(tmp_path: Path, jobs: str, *, inbox: AlertInbox, database_url: str) 
     path.write_text(HEADER + jobs)
     config = load_config(path, env={"INBOX": inbox.url})
     engine = create_db_engine(database_url)
+    _engines.append(engine)
     upgrade_database(engine)
     return config, Store(engine=engine)
+
+
+_engines: list[Engine] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> Iterator[None]:
+    yield
+    while _engines:
+        _engines.pop().dispose()
 
 
 def make_daemon(
@@ -255,3 +267,44 @@ def test_a_result_that_never_ends_times_out_and_its_calls_are_ended(
         f"{simulator.base_url}/test_framework/v1/results/{fire.result_id}/", headers={"X-CEKURA-API-KEY": API_KEY}
     ).json()
     assert detail["status"] == "cancelled"
+
+
+def test_results_in_flight_are_followed_after_a_restart(run: Callable[..., Store], simulator: Simulator) -> None:
+    simulator.config.run_duration = 4.0
+    first = run(until=lambda s: bool(s.in_flight()))
+    left = first.in_flight()[0]  # the first daemon stopped while this result was still running
+
+    second = run(until=lambda s: (f := s.get_fire(left.id)) is not None and f.state == "finished", timeout=30)
+    fire = second.get_fire(left.id)
+    assert fire is not None and fire.outcome == "passed" and fire.result_id == left.result_id
+    assert submissions_by_name(simulator)[left.submission_name] == 1
+
+
+def test_the_same_daemon_runs_on_postgresql(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, database_url: str
+) -> None:
+    simulator.config.behaviours = {101: ["fail"]}
+    store = run_daemon(
+        tmp_path,
+        JOB.format(extra=""),
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=database_url,
+        until=lambda s: len(finished(s, "smoke")) >= 2,
+    )
+    fires = finished(store, "smoke")
+    assert all(fire.outcome == "failed" for fire in fires)
+    recorded = store.get_fire(fires[0].id)
+    assert recorded is not None and [run.success for run in recorded.runs] == [False, True]
+    assert any("FAILED smoke" in title for title in alert_inbox.titles())
+
+
+def test_many_jobs_due_at_once_are_each_submitted_once(run: Callable[..., Store], simulator: Simulator) -> None:
+    simulator.config.latency = 0.3  # with 10 submissions at a time, 25 jobs need three rounds
+    names = [f"job{number:02d}" for number in range(25)]
+    jobs = "".join(f'\n[jobs.{name}]\nevery = "2s"\nagent = 1\nscenarios = [5]\n' for name in names)
+    store = run(jobs=jobs, until=lambda s: all(finished(s, name) for name in names), timeout=30)
+
+    first_slots = {finished(store, name)[0].slot for name in names}
+    assert len(first_slots) <= 2  # they fired together, not one after the other
+    assert all(count == 1 for count in submissions_by_name(simulator).values())
