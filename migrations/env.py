@@ -28,9 +28,8 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = context.config.get_main_option("sqlalchemy.url") or os.environ.get(
-        "SCHEDULER_DATABASE_URL", "sqlite:///scheduler.db"
-    )
+    # Run by hand (`alembic -c pyproject.toml ...`): the database is the scheduler's own setting.
+    url = os.environ.get("SCHEDULER_DATABASE_URL", "sqlite:///scheduler.db")
     engine = create_db_engine(url)
     try:
         with engine.begin() as connection:
