@@ -188,12 +188,13 @@ class Daemon:
 
     async def _shut_down(self, grace: float = 30.0) -> None:
         """Let submissions in flight get their answer recorded; polling resumes from the database next start."""
-        pending = [task for task in self._tasks if not task.done()]
         if self._submitting:
             logger.info("waiting up to %.0fs for %d submissions in flight", grace, len(self._submitting))
             deadline = asyncio.get_running_loop().time() + grace
             while self._submitting and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+        in_flight = len(self._following)
+        pending = [task for task in self._tasks if not task.done()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -206,7 +207,7 @@ class Daemon:
             s.submit_errors,
             s.passed,
             s.failed,
-            len(self._following),
+            in_flight,
         )
 
     async def _sweep_forever(self) -> None:
