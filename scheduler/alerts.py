@@ -97,6 +97,12 @@ def recovery_alert(fire: Fire, *, zone: tzinfo | None = None) -> Alert:
     return Alert(kind=RECOVERED, title=f"[cekura-scheduler] RECOVERED {fire.job}", body="\n".join(lines), job=fire.job)
 
 
+def skipped_alert(fire: Fire, *, reason: str, detail: str, zone: tzinfo | None = None) -> Alert:
+    """The alert for a slot that will never run (e.g. its submission was lost before it reached Cekura)."""
+    body = "\n".join([f"Job: {fire.job}", f"Slot: {_slot_text(fire, zone)}", f"Reason: {reason}: {detail}"])
+    return Alert(kind=FAILED, title=f"[cekura-scheduler] SKIPPED {fire.job}: {reason}", body=body, job=fire.job)
+
+
 def daemon_alert(problem: str, detail: str) -> Alert:
     """An alert about the scheduler itself (API key refused, database unreachable, ...)."""
     return Alert(kind=DAEMON, title=f"[cekura-scheduler] {problem}", body=detail)

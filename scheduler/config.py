@@ -52,6 +52,12 @@ def _zone(value: object) -> object:
         raise ValueError(f"unknown timezone {value!r}: use an IANA name such as 'Europe/Paris' or 'UTC'") from None
 
 
+CatchUp = Literal["skip", "latest", "all"]
+"""What to do with slots missed while the daemon was down: skip them all, run the newest, or run them all."""
+Overlap = Literal["skip", "allow"]
+"""What to do with a slot while the job's previous result is still running."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
@@ -70,8 +76,9 @@ class DaemonConfig(_Strict):
     poll_interval: timedelta = timedelta(seconds=10)
     poll_max_interval: timedelta = timedelta(seconds=60)
     alerts: tuple[str, ...] = ()
+    lease: timedelta = timedelta(seconds=30)
 
-    _durations = field_validator("poll_interval", "poll_max_interval", mode="before")(_duration)
+    _durations = field_validator("poll_interval", "poll_max_interval", "lease", mode="before")(_duration)
 
 
 class JobDefaults(_Strict):
@@ -84,8 +91,11 @@ class JobDefaults(_Strict):
     agent: int | None = Field(None, gt=0)
     frequency: int | None = Field(None, ge=1, le=100)
     enabled: bool | None = None
+    catch_up: CatchUp | None = None
+    catch_up_window: timedelta | None = None
+    overlap: Overlap | None = None
 
-    _durations = field_validator("result_timeout", mode="before")(_duration)
+    _durations = field_validator("result_timeout", "catch_up_window", mode="before")(_duration)
     _zones = field_validator("timezone", mode="before")(_zone)
 
 
@@ -103,9 +113,12 @@ class Job(_Strict):
     enabled: bool = True
     alerts: tuple[str, ...] = ()
     result_timeout: timedelta = timedelta(hours=1)
+    catch_up: CatchUp = "latest"
+    catch_up_window: timedelta = timedelta(hours=1)
+    overlap: Overlap = "skip"
     body: dict[str, Any] = Field(default_factory=dict)
 
-    _durations = field_validator("every", "result_timeout", mode="before")(_duration)
+    _durations = field_validator("every", "result_timeout", "catch_up_window", mode="before")(_duration)
     _zones = field_validator("timezone", mode="before")(_zone)
 
     @field_validator("cron")

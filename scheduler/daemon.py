@@ -13,7 +13,10 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +29,7 @@ from scheduler.alerts import (
     failure_alert,
     recovery_alert,
     send_to_all,
+    skipped_alert,
 )
 from scheduler.cekura import CekuraClient, Result, build_submission
 from scheduler.config import Config, Job
@@ -48,10 +52,15 @@ T = TypeVar("T")
 
 SCHEDULED, MANUAL = "schedule", "manual"
 _SUBMIT_ATTEMPTS = 4
-_SWEEP_EVERY = 30.0
-_STALE_CLAIM = timedelta(minutes=2)
-_CATCH_UP_WINDOW = timedelta(hours=1)
 _MAX_SLEEP = 60.0
+_MAX_CATCH_UP_SLOTS = 1000
+
+# Why a slot was not submitted (fires.skip_reason).
+SKIP_OVERLAP = "overlap"
+SKIP_CATCH_UP = "catch_up_skip"
+SKIP_SUPERSEDED = "catch_up_latest"
+SKIP_TOO_OLD = "catch_up_window"
+SKIP_LOST = "lost-before-submit"
 
 
 class Clock(Protocol):
@@ -119,6 +128,7 @@ class Daemon:
         alerts: AlertSender,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        owner: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -131,7 +141,11 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._following: set[int] = set()
         self._submitting: set[int] = set()
+        self._follow_tasks: dict[int, asyncio.Task[Any]] = {}
         self._daemon_problems: set[str] = set()
+        self._unrecorded: dict[str, list[datetime]] = {}  # slots whose claim failed (database down)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.lease = config.daemon.lease
         self.stats = Stats()
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -147,15 +161,17 @@ class Daemon:
             len(self.config.jobs) - len(jobs),
             self.config.path,
         )
-        sweeper = self._spawn(self._sweep_forever())
+        now = self.clock.now()
+        await self._catch_up_after_downtime(jobs, now)
+        background = [self._spawn(self._sweep_forever()), self._spawn(self._heartbeat_forever())]
         try:
-            await self._timer(jobs)
+            await self._timer(jobs, now)
         finally:
-            sweeper.cancel()
+            for task in background:
+                task.cancel()
             await self._shut_down()
 
-    async def _timer(self, jobs: list[Job]) -> None:
-        now = self.clock.now()
+    async def _timer(self, jobs: list[Job], now: datetime) -> None:
         due: list[tuple[datetime, str]] = [(job.schedule.next_after(now), job.name) for job in jobs]
         heapq.heapify(due)
         for slot, name in sorted(due)[:10]:
@@ -193,11 +209,19 @@ class Daemon:
             deadline = asyncio.get_running_loop().time() + grace
             while self._submitting and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        in_flight = len(self._following)
+        handed_back = sorted(self._following | self._submitting)
         pending = [task for task in self._tasks if not task.done()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        in_flight = len(handed_back)
+        try:
+            # Let another replica (or the next start) take these over now rather than when the lease ends.
+            await self._db(self.store.release_leases, self.owner, handed_back, at=self.clock.now())
+        except StoreError as error:
+            logger.warning(
+                "could not hand back %d fires: %s (they are taken over when their lease ends)", len(handed_back), error
+            )
         s = self.stats
         logger.info(
             "daemon stopped: %d fired, %d submitted, %d submission errors, %d passed, %d failed, "
@@ -210,27 +234,130 @@ class Daemon:
             in_flight,
         )
 
+    def _sweep_every(self) -> float:
+        return min(max(self.lease.total_seconds() / 2, 0.5), 30.0)
+
     async def _sweep_forever(self) -> None:
         while not self._stop.is_set():
             await self.sweep()
-            await self._wait_for_stop(_SWEEP_EVERY)
+            await self._wait_for_stop(self._sweep_every())
 
     async def sweep(self) -> None:
-        """Follow every result in flight that no task here follows; settle claims left without an answer."""
+        """Take over the unfinished fires whose lease ran out: follow their results, settle their claims.
+
+        That is how results in flight survive a restart, how a replica takes over the work of one that died, and
+        how a ``trigger`` from the command line gets followed. Slots missed while the database was unreachable
+        are handled here too, once it answers again.
+        """
+        now = self.clock.now()
         try:
-            in_flight = await self._db(self.store.in_flight)
-            unanswered = await self._db(self.store.unanswered)
+            taken = await self._db(self.store.take_over, self.owner, now=now, until=now + self.lease)
         except StoreError as error:
             await self._daemon_problem("database unreachable", f"Cannot read the database: {error}")
             return
         self._daemon_problem_solved("database unreachable")
-        for fire in in_flight:
-            if fire.id not in self._following:
-                self._spawn(self.follow(fire))
-        now = self.clock.now()
-        for fire in unanswered:
-            if fire.id not in self._submitting and now - fire.fired_at >= _STALE_CLAIM:
+        for fire in taken:
+            if fire.id in self._following or fire.id in self._submitting:
+                continue
+            if fire.state == "submitted":
+                self._start_following(fire)
+            else:
                 self._spawn(self._settle_unanswered(fire))
+        if self._unrecorded:
+            missed, self._unrecorded = self._unrecorded, {}
+            for name, slots in missed.items():
+                if (job := self.config.jobs.get(name)) is not None:
+                    await self._apply_catch_up(job, slots, now)
+
+    async def _heartbeat_forever(self) -> None:
+        """Renew the leases of the fires this process works on; stop following those another process took."""
+        while not self._stop.is_set():
+            await self._wait_for_stop(max(self.lease.total_seconds() / 3, 0.2))
+            mine = sorted(self._following | self._submitting)
+            try:
+                held = await self._db(self.store.renew_leases, self.owner, mine, until=self.clock.now() + self.lease)
+            except StoreError as error:
+                logger.warning("cannot renew leases: %s", error)
+                continue
+            for fire_id in set(self._following) - held:
+                logger.warning("fire %d was taken over by another process; no longer following it", fire_id)
+                if (task := self._follow_tasks.get(fire_id)) is not None:
+                    task.cancel()
+
+    def _start_following(self, fire: Fire) -> None:
+        task = self._spawn(self.follow(fire))
+        self._follow_tasks[fire.id] = task
+        task.add_done_callback(lambda _: self._follow_tasks.pop(fire.id, None))
+
+    # -- missed slots -----------------------------------------------------------------------------------
+
+    async def _catch_up_after_downtime(self, jobs: list[Job], now: datetime) -> None:
+        """Apply each job's catch_up policy to the slots that passed since its last recorded slot."""
+        try:
+            last = await self._db(self.store.last_slots, [job.name for job in jobs])
+        except StoreError as error:
+            await self._daemon_problem("database unreachable", f"Cannot read the database at start: {error}")
+            return
+        for job in jobs:
+            if job.name not in last:
+                continue  # a new job: nothing was missed
+            slots, dropped = job.schedule.slots_between(last[job.name], now, limit=_MAX_CATCH_UP_SLOTS)
+            if dropped:
+                logger.warning(
+                    "%s: more than %d slots were missed; only the newest %d are recorded",
+                    job.name,
+                    _MAX_CATCH_UP_SLOTS,
+                    _MAX_CATCH_UP_SLOTS,
+                    extra={"job": job.name},
+                )
+            if slots:
+                await self._apply_catch_up(job, slots, now)
+
+    async def _apply_catch_up(self, job: Job, slots: list[datetime], now: datetime) -> None:
+        """Submit or skip (with the reason) each missed slot, as the job's catch_up policy says."""
+        recent = [slot for slot in slots if now - slot <= job.catch_up_window]
+        chosen = {"all": recent, "latest": recent[-1:], "skip": []}[job.catch_up]
+        skipped = 0
+        for slot in slots:
+            if slot in chosen:
+                self._spawn(self.fire(job, slot))
+                continue
+            reason = (
+                SKIP_TOO_OLD if slot not in recent else (SKIP_CATCH_UP if job.catch_up == "skip" else SKIP_SUPERSEDED)
+            )
+            if await self._record_skip(job, slot, reason) is not None:
+                skipped += 1
+        logger.warning(
+            "%s: %d slots were missed (from %s); %d submitted now, %d recorded as skipped (catch_up = %s, "
+            "catch_up_window = %s)",
+            job.name,
+            len(slots),
+            slots[0].isoformat(),
+            len(chosen),
+            skipped,
+            job.catch_up,
+            format_duration(job.catch_up_window),
+            extra={"job": job.name},
+        )
+
+    async def _record_skip(self, job: Job, slot: datetime, reason: str) -> Fire | None:
+        name = submission_name(job.name, slot)
+        try:
+            return await self._db(
+                self.store.record_skipped,
+                job=job.name,
+                slot=slot,
+                trigger=SCHEDULED,
+                fired_at=self.clock.now(),
+                submission_name=name,
+                endpoint=build_submission(job, name).endpoint,
+                runs_requested=job.runs_per_fire,
+                reason=reason,
+            )
+        except StoreError as error:
+            logger.error("%s: cannot record it as skipped (%s): %s", name, reason, error, extra={"job": job.name})
+            self._unrecorded.setdefault(job.name, []).append(slot)
+            return None
 
     # -- one fire ---------------------------------------------------------------------------------------
 
@@ -245,25 +372,39 @@ class Daemon:
         submission = build_submission(job, name)
         self.stats.fired += 1
         try:
+            if trigger == SCHEDULED and job.overlap == "skip" and await self._db(self.store.job_busy, job.name):
+                logger.warning(
+                    "%s skipped: the previous result of %s is still running (overlap = skip)",
+                    name,
+                    job.name,
+                    extra=extra,
+                )
+                return await self._record_skip(job, slot, SKIP_OVERLAP)
+            now = self.clock.now()
             fire = await self._db(
                 self.store.claim,
                 job=job.name,
                 slot=slot,
                 trigger=trigger,
-                fired_at=self.clock.now(),
+                fired_at=now,
                 submission_name=name,
                 endpoint=submission.endpoint,
                 runs_requested=job.runs_per_fire,
+                owner=self.owner,
+                lease_until=now + self.lease,
             )
         except StoreError as error:
             logger.error("%s not submitted: cannot claim the slot: %s", name, error, extra=extra)
+            if trigger == SCHEDULED:
+                self._unrecorded.setdefault(job.name, []).append(slot)
             await self._daemon_problem(
                 "database unreachable",
-                f"Cannot record fires, so nothing is submitted. Slot {name} was not submitted.\n{error}",
+                f"Cannot record fires, so nothing is submitted. Slot {name} was not submitted; missed slots "
+                f"follow each job's catch_up policy once the database answers.\n{error}",
             )
             return None
         if fire is None:
-            logger.info("%s already claimed; not submitting it again", name, extra=extra)
+            logger.debug("%s already claimed; not submitting it again", name, extra=extra)
             return None
         self._daemon_problem_solved("database unreachable")
         logger.info("firing %s (%d runs)", name, job.runs_per_fire, extra=extra)
@@ -282,7 +423,7 @@ class Daemon:
         finally:
             self._submitting.discard(claimed.id)
         if fire.state == "submitted" and follow:
-            self._spawn(self.follow(fire))
+            self._start_following(fire)
         return fire
 
     async def _submit(self, job: Job, fire: Fire, submission: Any) -> Fire:
@@ -320,8 +461,12 @@ class Daemon:
                 )
                 return await self._record_submit_error(job, fire, error, alert=False)
             except CekuraError as error:
+                if "balance" in error.message.lower():
+                    await self._daemon_problem("insufficient Cekura balance", error.message)
+                    return await self._record_submit_error(job, fire, error, alert=False)
                 return await self._record_submit_error(job, fire, error)
             self._daemon_problem_solved("Cekura rejects the API key")
+            self._daemon_problem_solved("insufficient Cekura balance")
             return await self._record_answer(job, fire, result)
         assert last is not None
         return await self._record_submit_error(job, fire, last)
@@ -348,8 +493,9 @@ class Daemon:
         logger.error("%s: %s", fire.submission_name, message, extra={"job": fire.job})
         raise _Unsettled(message)
 
-    async def _record_answer(self, job: Job, fire: Fire, result: Result) -> Fire:
+    async def _record_answer(self, job: Job | None, fire: Fire, result: Result) -> Fire:
         now = self.clock.now()
+        timeout = job.result_timeout if job is not None else timedelta(hours=1)
         recorded = await self._db(
             self.store.record_submitted,
             fire.id,
@@ -357,14 +503,14 @@ class Daemon:
             status=result.status,
             runs=run_records(result),
             at=now,
-            poll_deadline=now + job.result_timeout,
+            poll_deadline=now + timeout,
         )
         if not recorded:
             logger.error(
                 "%s: submitted as result %d, but the fire was settled elsewhere meanwhile; check for a duplicate",
                 fire.submission_name,
                 result.id,
-                extra={"job": job.name, "result_id": result.id},
+                extra={"job": fire.job, "result_id": result.id},
             )
         self.stats.submitted += 1
         logger.info(
@@ -372,7 +518,7 @@ class Daemon:
             fire.submission_name,
             result.id,
             len(result.runs),
-            extra={"job": job.name, "slot": fire.slot.isoformat(), "result_id": result.id},
+            extra={"job": fire.job, "slot": fire.slot.isoformat(), "result_id": result.id},
         )
         refreshed = await self._db(self.store.get_fire, fire.id)
         assert refreshed is not None
@@ -400,34 +546,47 @@ class Daemon:
         return refreshed
 
     async def _settle_unanswered(self, fire: Fire) -> None:
-        """A claim with no recorded answer: adopt the result if Cekura has it, else submit or skip the slot."""
+        """A claim with no recorded answer (its process died): adopt Cekura's result if it exists.
+
+        Otherwise the POST never arrived: submit it now if the slot is still within the job's catch-up window,
+        else record the slot as skipped (lost-before-submit) and alert.
+        """
         job = self.config.jobs.get(fire.job)
         self._submitting.add(fire.id)
         try:
             try:
                 found = await self._find_submission(fire)
             except _Unsettled:
-                return
-            if job is None:
-                logger.warning("%s: its job is no longer configured; leaving the claim", fire.submission_name)
-                return
+                return  # its lease runs out and a later sweep tries again
             if found is not None:
                 settled = await self._record_answer(job, fire, found)
-                self._spawn(self.follow(settled))
-            elif self.clock.now() - fire.slot <= _CATCH_UP_WINDOW:
-                logger.warning("%s: claimed but never sent; submitting it now", fire.submission_name)
+                self._start_following(settled)
+            elif job is not None and self.clock.now() - fire.slot <= job.catch_up_window:
+                logger.warning(
+                    "%s: claimed but never sent; submitting it now", fire.submission_name, extra={"job": fire.job}
+                )
                 async with self._submissions:
                     submitted = await self._submit(job, fire, build_submission(job, fire.submission_name))
                 if submitted.state == "submitted":
-                    self._spawn(self.follow(submitted))
+                    self._start_following(submitted)
             else:
-                error = CekuraError(
-                    "lost-before-submit: the slot was claimed but its submission never reached "
-                    "Cekura, and it is too late to catch up"
-                )
-                await self._record_submit_error(job, fire, error)
+                why = "its job is no longer configured" if job is None else "it is too late to catch up"
+                await self._skip_lost(fire, why)
+        except StoreError as error:
+            logger.error("%s: cannot settle the claim: %s", fire.submission_name, error, extra={"job": fire.job})
         finally:
             self._submitting.discard(fire.id)
+
+    async def _skip_lost(self, fire: Fire, why: str) -> None:
+        error = f"the slot was claimed but its submission never reached Cekura, and {why}"
+        if not await self._db(self.store.skip_claimed, fire.id, reason=SKIP_LOST, at=self.clock.now(), error=error):
+            return
+        logger.error("%s skipped (%s): %s", fire.submission_name, SKIP_LOST, error, extra={"job": fire.job})
+        job = self.config.jobs.get(fire.job)
+        channels = job.alerts if job is not None else self._daemon_channels()
+        if channels:
+            alert = skipped_alert(fire, reason=SKIP_LOST, detail=error, zone=job.timezone if job else None)
+            self._spawn(send_to_all(self.alerts, channels, alert))
 
     # -- following a result -----------------------------------------------------------------------------
 
@@ -591,8 +750,17 @@ class Daemon:
         if fire is None:
             raise SchedulerError(f"{job_name}: the slot could not be claimed", permanent=True)
         if wait and fire.state == "submitted":
-            fire = await self.follow(fire)
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            heartbeat = self._spawn(self._heartbeat_forever())  # keep the lease: no daemon polls it meanwhile
+            try:
+                fire = await self.follow(fire)
+            finally:
+                heartbeat.cancel()
+        else:
+            # Hand it to the running daemon at once rather than when the lease ends.
+            await self._db_quietly(self.store.release_leases, self.owner, [fire.id], at=self.clock.now())
+        await asyncio.gather(
+            *[task for task in self._tasks if task is not asyncio.current_task()], return_exceptions=True
+        )
         return fire
 
 

@@ -168,6 +168,22 @@ class Schedule:
             instant = self.next_after(instant)
             yield instant
 
+    def slots_between(self, after: datetime, until: datetime, *, limit: int) -> tuple[list[datetime], bool]:
+        """The slots in ``(after, until]``, oldest first, at most ``limit`` of them (the newest ones).
+
+        The flag says whether older slots were left out because there were more than ``limit``.
+        """
+        slots: list[datetime] = []
+        dropped = False
+        for slot in self.slots_after(after):
+            if slot > until:
+                break
+            slots.append(slot)
+            if len(slots) > limit:
+                slots.pop(0)
+                dropped = True
+        return slots, dropped
+
     def describe(self) -> str:
         """The schedule in a few words, e.g. ``cron '0 3 * * *' (America/New_York)``."""
         if self.cron is not None:

@@ -35,7 +35,9 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -83,6 +85,7 @@ class FireRow(Base):
         UniqueConstraint("job", "slot", name="uq_fires_job_slot"),
         Index("ix_fires_state", "state"),
         Index("ix_fires_job_id", "job", "id"),
+        Index("ix_fires_state_lease", "state", "lease_until"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -105,6 +108,9 @@ class FireRow(Base):
     error_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failed_reasons: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The process that works on an unfinished fire (submits it or follows its result), until lease_until.
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     runs: Mapped[list[RunRow]] = relationship(
         back_populates="fire", cascade="all, delete-orphan", order_by="RunRow.run_id"
@@ -167,6 +173,8 @@ class Fire:
     error_status_code: int | None
     failed_reasons: dict[str, Any] | None
     finished_at: datetime | None
+    owner: str | None = None
+    lease_until: datetime | None = None
     runs: list[RunRecord] = field(default_factory=list)
 
 
@@ -205,6 +213,8 @@ def _fire(row: FireRow, *, with_runs: bool = False) -> Fire:
         error_status_code=row.error_status_code,
         failed_reasons=json.loads(row.failed_reasons) if row.failed_reasons else None,
         finished_at=row.finished_at,
+        owner=row.owner,
+        lease_until=row.lease_until,
         runs=[_run_record(run) for run in row.runs] if with_runs else [],
     )
 
@@ -266,6 +276,9 @@ def upgrade_database(engine: Engine) -> None:
     config.set_main_option("script_location", str(migrations_dir()))
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together upgrade one at a time (released at commit).
+                connection.execute(text("SELECT pg_advisory_xact_lock(7294113)"))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as error:
@@ -304,6 +317,8 @@ class Store:
         submission_name: str,
         endpoint: str,
         runs_requested: int,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
     ) -> Fire | None:
         """Claim a slot before anything is sent; None when it was already claimed (by us or a replica)."""
         row = FireRow(
@@ -315,6 +330,8 @@ class Store:
             submission_name=submission_name,
             endpoint=endpoint,
             runs_requested=runs_requested,
+            owner=owner,
+            lease_until=lease_until,
         )
         try:
             with self._session(f"claiming {submission_name}") as session:
@@ -490,3 +507,94 @@ class Store:
             return session.scalars(
                 select(func.max(FireRow.slot)).where(FireRow.job == job, FireRow.trigger == trigger)
             ).first()
+
+    def last_slots(self, jobs: Sequence[str]) -> dict[str, datetime]:
+        """The newest scheduled slot recorded for each of these jobs (claimed, finished or skipped)."""
+        with self._session("reading the jobs' last slots") as session:
+            rows = session.execute(
+                select(FireRow.job, func.max(FireRow.slot))
+                .where(FireRow.job.in_(list(jobs)), FireRow.trigger == "schedule")
+                .group_by(FireRow.job)
+            )
+            return {job: slot for job, slot in rows if slot is not None}
+
+    def job_busy(self, job: str) -> bool:
+        """Whether the job has a fire that is claimed or whose result is still running."""
+        with self._session(f"checking whether {job} is running") as session:
+            return (
+                session.scalars(
+                    select(FireRow.id).where(FireRow.job == job, FireRow.state.in_([CLAIMED, SUBMITTED])).limit(1)
+                ).first()
+                is not None
+            )
+
+    def skip_claimed(self, fire_id: int, *, reason: str, at: datetime, error: str | None = None) -> bool:
+        """Turn a claim that will never be submitted into a skipped slot; False when it was settled elsewhere."""
+        with self._session(f"recording fire {fire_id} as skipped") as session:
+            changed = session.execute(  # type: ignore[attr-defined]
+                update(FireRow)
+                .where(FireRow.id == fire_id, FireRow.state == CLAIMED)
+                .values(state=SKIPPED, skip_reason=reason, error=error, finished_at=at, owner=None, lease_until=None)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            return bool(changed)
+
+    def renew_leases(self, owner: str, fire_ids: Sequence[int], *, until: datetime) -> set[int]:
+        """Extend this owner's leases; returns the ids whose lease it still holds."""
+        if not fire_ids:
+            return set()
+        with self._session("renewing leases") as session:
+            session.execute(
+                update(FireRow)
+                .where(FireRow.id.in_(list(fire_ids)), FireRow.owner == owner)
+                .values(lease_until=until)
+                .execution_options(synchronize_session=False)
+            )
+            held = session.scalars(select(FireRow.id).where(FireRow.id.in_(list(fire_ids)), FireRow.owner == owner))
+            return set(held)
+
+    def release_leases(self, owner: str, fire_ids: Sequence[int], *, at: datetime) -> None:
+        """Hand fires back at once (at shutdown), so that another process may take them over."""
+        if not fire_ids:
+            return
+        with self._session("releasing leases") as session:
+            session.execute(
+                update(FireRow)
+                .where(FireRow.id.in_(list(fire_ids)), FireRow.owner == owner)
+                .values(lease_until=at)
+                .execution_options(synchronize_session=False)
+            )
+
+    def take_over(self, owner: str, *, now: datetime, until: datetime, limit: int = 200) -> list[Fire]:
+        """Take the unfinished fires whose lease has run out (their process died or let go), oldest first.
+
+        Each one is taken with a conditional update, so when several processes look at once, one gets it.
+        """
+        with self._session("looking for abandoned fires") as session:
+            candidates = list(
+                session.scalars(
+                    select(FireRow.id)
+                    .where(
+                        FireRow.state.in_([CLAIMED, SUBMITTED]),
+                        or_(FireRow.lease_until.is_(None), FireRow.lease_until < now),
+                    )
+                    .order_by(FireRow.id)
+                    .limit(limit)
+                )
+            )
+        taken: list[Fire] = []
+        for fire_id in candidates:
+            with self._session(f"taking over fire {fire_id}") as session:
+                changed = session.execute(  # type: ignore[attr-defined]
+                    update(FireRow)
+                    .where(
+                        FireRow.id == fire_id,
+                        FireRow.state.in_([CLAIMED, SUBMITTED]),
+                        or_(FireRow.lease_until.is_(None), FireRow.lease_until < now),
+                    )
+                    .values(owner=owner, lease_until=until)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if changed:
+                    taken.append(_fire(session.get_one(FireRow, fire_id)))
+        return taken
