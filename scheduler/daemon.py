@@ -263,11 +263,16 @@ class Daemon:
                 self._start_following(fire)
             else:
                 self._spawn(self._settle_unanswered(fire))
-        if self._unrecorded:
-            missed, self._unrecorded = self._unrecorded, {}
-            for name, slots in missed.items():
-                if (job := self.config.jobs.get(name)) is not None:
-                    await self._apply_catch_up(job, slots, now)
+        await self._catch_up_unrecorded()
+
+    async def _catch_up_unrecorded(self) -> None:
+        """Apply the catch-up policy to the slots that could not be recorded while the database was down."""
+        if not self._unrecorded:
+            return
+        missed, self._unrecorded = self._unrecorded, {}
+        for name, slots in missed.items():
+            if (job := self.config.jobs.get(name)) is not None:
+                await self._apply_catch_up(job, sorted(set(slots)), self.clock.now())
 
     async def _heartbeat_forever(self) -> None:
         """Renew the leases of the fires this process works on; stop following those another process took."""
@@ -407,6 +412,8 @@ class Daemon:
             logger.debug("%s already claimed; not submitting it again", name, extra=extra)
             return None
         self._daemon_problem_solved("database unreachable")
+        if self._unrecorded:
+            self._spawn(self._catch_up_unrecorded())
         logger.info("firing %s (%d runs)", name, job.runs_per_fire, extra=extra)
         claimed = fire
         self._submitting.add(claimed.id)

@@ -8,143 +8,14 @@ than a few slots.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
-from pydantic import SecretStr
-from sqlalchemy import Engine
 
-from scheduler.alerts import AppriseSender
-from scheduler.cekura import CekuraClient
-from scheduler.config import Config, load_config
-from scheduler.daemon import Daemon
 from scheduler.simulator import Simulator
-from scheduler.store import Fire, Store, create_db_engine, upgrade_database
-from tests.conftest import API_KEY, AlertInbox
-
-HEADER = """
-[daemon]
-max_concurrent_submissions = 10
-poll_interval = "1s"
-poll_max_interval = "1s"
-alerts = ["ops"]
-
-[defaults]
-alerts = ["team"]
-result_timeout = "1m"
-overlap = "allow"    # jobs fire every second here, faster than results end
-
-[alerts.team]
-url = "${INBOX}"
-
-[alerts.ops]
-url = "${INBOX}/ops"
-"""
-
-
-JOB = """
-[jobs.smoke]
-every = "1s"
-agent = 12
-scenarios = [101, {{ id = 102, publish_data_message = {{ lang = "en" }} }}]
-{extra}
-"""
-
-
-async def _quick_sleep(seconds: float) -> None:
-    await asyncio.sleep(min(seconds, 0.2))
-
-
-def prepare(tmp_path: Path, jobs: str, *, inbox: AlertInbox, database_url: str) -> tuple[Config, Store]:
-    path = tmp_path / "jobs.toml"
-    path.write_text(HEADER + jobs)
-    config = load_config(path, env={"INBOX": inbox.url})
-    engine = create_db_engine(database_url)
-    _engines.append(engine)
-    upgrade_database(engine)
-    return config, Store(engine=engine)
-
-
-_engines: list[Engine] = []
-
-
-@pytest.fixture(autouse=True)
-def _dispose_engines() -> Iterator[None]:
-    yield
-    while _engines:
-        _engines.pop().dispose()
-
-
-def make_daemon(
-    config: Config, store: Store, http: httpx.AsyncClient, simulator: Simulator, api_key: str = API_KEY
-) -> Daemon:
-    return Daemon(
-        config=config,
-        store=store,
-        cekura=CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr(api_key)),
-        alerts=AppriseSender(channels=config.channels, backoff=0.01),
-        sleep=_quick_sleep,
-    )
-
-
-def run_daemon(
-    tmp_path: Path,
-    jobs: str,
-    *,
-    simulator: Simulator,
-    inbox: AlertInbox,
-    database_url: str,
-    until: Callable[[Store], bool],
-    timeout: float = 20.0,
-    api_key: str = API_KEY,
-) -> Store:
-    """Run a daemon on ``jobs`` until ``until(store)`` holds (or time runs out), then stop it cleanly."""
-    config, store = prepare(tmp_path, jobs, inbox=inbox, database_url=database_url)
-
-    async def main() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            daemon = make_daemon(config, store, http, simulator, api_key)
-            stop = asyncio.Event()
-            task = asyncio.create_task(daemon.run(stop))
-            deadline = asyncio.get_running_loop().time() + timeout
-            while not await asyncio.to_thread(until, store):
-                if asyncio.get_running_loop().time() > deadline:
-                    stop.set()
-                    await task
-                    raise AssertionError("the daemon did not get there in time")
-                await asyncio.sleep(0.1)
-            stop.set()
-            await task
-
-    asyncio.run(main())
-    return store
-
-
-@pytest.fixture
-def run(tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str) -> Callable[..., Store]:
-    """``run(until=..., jobs=...)``: the daemon on this test's simulator, inbox and SQLite file."""
-
-    def go(*, until: Callable[[Store], bool], jobs: str = JOB.format(extra=""), **options: Any) -> Store:
-        return run_daemon(
-            tmp_path, jobs, simulator=simulator, inbox=alert_inbox, database_url=sqlite_url, until=until, **options
-        )
-
-    return go
-
-
-def finished(store: Store, job: str) -> list[Fire]:
-    return [fire for fire in reversed(store.recent_fires(job=job, limit=100)) if fire.state == "finished"]
-
-
-def submissions_by_name(simulator: Simulator) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for entry in simulator.submissions:
-        if entry.result_id is not None and entry.name is not None:
-            counts[entry.name] = counts.get(entry.name, 0) + 1
-    return counts
+from scheduler.store import Fire, Store
+from tests.conftest import API_KEY, JOB, AlertInbox, finished, make_daemon, prepare, run_daemon, submissions_by_name
 
 
 def test_a_job_fires_is_recorded_and_followed_to_its_outcome(

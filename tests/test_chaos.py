@@ -1,0 +1,356 @@
+"""Chaos: the real daemon killed and restarted against a faulty Cekura, and replicas dying on one PostgreSQL.
+
+Whatever happens, each scheduled slot is submitted at most once and ends up recorded: finished (with the result
+Cekura created, if it created one) or skipped with a reason. These tests run real processes (``python -m
+scheduler run``) against the simulator over HTTP on 127.0.0.1 and read the database behind the daemon's back.
+
+Jobs fire every second and their results take a second or two, so while the jobs are enabled something is always
+in flight. To reach a state where every slot must be settled, each test ends with a *drain*: the daemon started
+once more on the same database with every job disabled, which fires nothing new but takes over, settles and
+follows whatever the earlier processes left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from scheduler.simulator import Simulator, Submission
+from tests.conftest import API_KEY, POSTGRES_URL, _postgres_schema_url, wait_until
+
+JOBS = ("alpha", "bravo", "charlie")
+SLOT = timedelta(seconds=1)
+UNSETTLED = ("claimed", "submitted")
+
+
+def jobs_toml(*, enabled: bool = True) -> str:
+    """Jobs firing every second; with ``enabled = false`` the daemon only settles what is left in the database."""
+    jobs = "\n".join(f'[jobs.{name}]\nevery = "1s"\nscenarios = [101]\n' for name in JOBS)
+    return f"""
+[daemon]
+lease = "2s"
+poll_interval = "1s"
+poll_max_interval = "1s"
+max_concurrent_submissions = 10
+
+[defaults]
+agent = 12
+catch_up = "all"
+catch_up_window = "1h"
+overlap = "allow"
+result_timeout = "1m"
+enabled = {"true" if enabled else "false"}
+
+{jobs}"""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the fires table, as the test reads it behind the daemon's back."""
+
+    id: int
+    job: str
+    slot: datetime
+    state: str
+    skip_reason: str | None
+    result_id: int | None
+    submission_name: str
+    owner: str | None
+
+
+_COLUMNS = "id, job, slot, state, skip_reason, result_id, submission_name, owner"
+
+
+def _row(values: Sequence[object]) -> Row:
+    id_, job, slot, state, skip_reason, result_id, name, owner = values
+    if isinstance(slot, str):  # SQLite keeps naive UTC text
+        slot = datetime.fromisoformat(slot)
+    assert isinstance(slot, datetime)
+    slot = slot.replace(tzinfo=UTC) if slot.tzinfo is None else slot.astimezone(UTC)
+    return Row(id_, job, slot, state, skip_reason, result_id, name, owner)  # type: ignore[arg-type]
+
+
+def sqlite_fires(database: Path) -> list[Row]:
+    """Every fire in a SQLite file (none while the daemon is still creating the schema)."""
+    if not database.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection:
+            return [_row(values) for values in connection.execute(f"SELECT {_COLUMNS} FROM fires ORDER BY id")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def postgres_fires(engine: Engine) -> list[Row]:
+    """Every fire in the PostgreSQL schema (none while the replicas are still creating it)."""
+    with engine.connect() as connection:
+        exists = connection.execute(text("SELECT to_regclass('fires')")).scalar()
+        if exists is None:
+            return []
+        return [_row(tuple(values)) for values in connection.execute(text(f"SELECT {_COLUMNS} FROM fires ORDER BY id"))]
+
+
+def unsettled(rows: list[Row]) -> list[Row]:
+    return [row for row in rows if row.state in UNSETTLED]
+
+
+def environment(config: Path, database_url: str, simulator: Simulator) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
+    env.update(
+        CEKURA_API_KEY=API_KEY,
+        CEKURA_BASE_URL=simulator.base_url,
+        SCHEDULER_CONFIG=str(config),
+        SCHEDULER_DATABASE_URL=database_url,
+    )
+    return env
+
+
+class Daemon:
+    """``python -m scheduler run`` as a child process, its stdout and stderr in a log file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scheduler", "run"],
+                env=env,
+                cwd=log.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        wait_until(lambda: "daemon started" in self.output() or self.process.poll() is not None, timeout=timeout)
+        assert self.process.poll() is None, f"the daemon exited at start:\n{self.output()}"
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no lease handed back."""
+        assert self.process.poll() is None, f"the daemon died on its own before being killed:\n{self.output()}"
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 45.0) -> None:
+        """SIGTERM and a clean exit: code 0 and the one-line summary."""
+        assert self.process.poll() is None, f"the daemon died on its own before SIGTERM:\n{self.output()}"
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=timeout)
+        output = self.output()
+        assert self.process.returncode == 0, output
+        assert "daemon stopped:" in output, output
+
+    def cleanup(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def cleaning_up() -> Iterator[list[Daemon]]:
+    """A list to put daemons in; whichever still runs at the end is killed, whatever happened."""
+    daemons: list[Daemon] = []
+    try:
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.cleanup()
+
+
+def drain(start: Callable[[Path], Daemon], fires: Callable[[], list[Row]], log: Path) -> None:
+    """Start the daemon with every job disabled until nothing is claimed or submitted; stop it cleanly."""
+    daemon = start(log)
+    daemon.wait_started()
+    try:
+        wait_until(lambda: not unsettled(fires()), timeout=60, interval=0.25)
+    except AssertionError:
+        left = unsettled(fires())
+        raise AssertionError(f"still unsettled after 60s of drain: {left}\n{daemon.output()}") from None
+    daemon.terminate()
+
+
+def assert_accounted_for(rows: list[Row], submissions: list[Submission], logs: str) -> None:
+    """No slot submitted twice, every slot between a job's first and last recorded once, every result recorded."""
+    created = [entry for entry in submissions if entry.result_id is not None]
+    twice = {name: count for name, count in Counter(entry.name for entry in created).items() if count > 1}
+    assert not twice, f"submitted more than once (name: results created): {twice}"
+
+    assert not unsettled(rows), f"fires never settled: {unsettled(rows)}"
+    assert {row.state for row in rows} <= {"finished", "skipped"}
+    for row in rows:
+        if row.state == "skipped":
+            assert row.skip_reason, f"skipped without a reason: {row}"
+    for job in JOBS:
+        slots = Counter(row.slot for row in rows if row.job == job)
+        assert slots, f"{job} never fired"
+        first, last = min(slots), max(slots)
+        expected = [first + n * SLOT for n in range(int((last - first) / SLOT) + 1)]
+        missing = [slot.isoformat() for slot in expected if slot not in slots]
+        assert not missing, f"{job}: slots never accounted for: {missing}"
+        assert all(count == 1 for count in slots.values()), f"{job}: {slots.most_common(3)}"
+        assert sorted(slots) == expected, f"{job}: slots off the 1s grid: {sorted(set(slots) - set(expected))}"
+
+    by_name = {row.submission_name: row for row in rows}
+    orphans = []
+    for entry in created:
+        fire = by_name.get(entry.name or "")
+        if fire is None or fire.result_id != entry.result_id or fire.state != "finished":
+            orphans.append((entry.name, entry.result_id, fire))
+    assert not orphans, f"results Cekura created that the scheduler did not record: {orphans}"
+
+    crashes = [line for line in logs.splitlines() if "a daemon task failed" in line or "Traceback" in line]
+    assert not crashes, "\n".join(crashes)
+    assert "check for a duplicate" not in logs
+
+
+def test_chaos_kill_and_restart_never_submits_twice_and_accounts_for_every_slot(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    simulator.config.drop_rate = 0.15  # the result is created, then the connection is dropped
+    simulator.config.error_500_rate = 0.1
+    simulator.config.error_429_rate = 0.1
+    simulator.config.latency = 0.05
+    simulator.config.run_duration = 1.0
+    database = tmp_path / "scheduler.db"
+    (tmp_path / "jobs.toml").write_text(jobs_toml())
+    (tmp_path / "drain.toml").write_text(jobs_toml(enabled=False))
+    url = f"sqlite:///{database}"
+    rng = random.Random(1234)
+    kills = kills_in_flight = 0
+
+    def start(log: Path, config: str = "jobs.toml") -> Daemon:
+        daemon = Daemon(environment(tmp_path / config, url, simulator), log)
+        daemons.append(daemon)
+        return daemon
+
+    with cleaning_up() as daemons:
+        for round_ in range(8):
+            daemon = start(tmp_path / f"round-{round_}.log")
+            daemon.wait_started()
+            time.sleep(rng.uniform(1.0, 3.0))
+            kills_in_flight += bool(unsettled(sqlite_fires(database)))  # best effort: it may change meanwhile
+            daemon.kill()
+            kills += 1
+        # Once more with the jobs on, catching up what the last kill missed, and a clean SIGTERM in the middle.
+        final = start(tmp_path / "final.log")
+        final.wait_started()
+        time.sleep(3)
+        final.terminate()
+        drain(lambda log: start(log, "drain.toml"), lambda: sqlite_fires(database), tmp_path / "drain.log")
+
+    rows = sqlite_fires(database)
+    submissions = list(simulator.submissions)
+    logs = "\n".join(daemon.output() for daemon in daemons)
+    assert_accounted_for(rows, submissions, logs)
+
+    dropped = [entry for entry in submissions if entry.status_code is None and entry.result_id is not None]
+    assert dropped, "no connection was dropped after creating a result: the faults were not exercised"
+    assert any(entry.status_code == 500 for entry in submissions)
+    assert any(entry.status_code == 429 for entry in submissions)
+    assert kills == 8 and kills_in_flight >= 1, "no kill happened while a fire was claimed or submitted"
+    assert "found as result" in logs  # a lost answer was adopted by name rather than sent again
+    print(
+        f"\n{len(rows)} fires ({Counter(row.state for row in rows)}), {len(submissions)} submissions "
+        f"({Counter(entry.status_code for entry in submissions)}), {len(dropped)} dropped after creating a result, "
+        f"{kills} kills, {kills_in_flight} with fires in flight, "
+        f"{logs.count('found as result')} adopted by name, {logs.count('claimed but never sent')} resent after a kill"
+    )
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema, dropped afterwards."""
+    if not POSTGRES_URL:
+        pytest.skip("SCHEDULER_TEST_POSTGRES_URL is not set")
+    yield from _postgres_schema_url(POSTGRES_URL)
+
+
+def _pid(owner: str | None) -> int | None:
+    """The process id in an owner, ``<hostname>:<pid>:<hex>``."""
+    match = re.fullmatch(r".*:(\d+):[0-9a-f]+", owner or "")
+    return int(match.group(1)) if match else None
+
+
+def test_three_replicas_on_postgresql_submit_each_slot_once_and_survive_one_dying(
+    tmp_path: Path, simulator: Simulator, postgres_url: str
+) -> None:
+    simulator.config.drop_rate = 0.1
+    simulator.config.run_duration = 2.0  # results are still running when a replica dies
+    (tmp_path / "jobs.toml").write_text(jobs_toml())
+    (tmp_path / "drain.toml").write_text(jobs_toml(enabled=False))
+    engine = create_engine(postgres_url)
+
+    def fires() -> list[Row]:
+        return postgres_fires(engine)
+
+    def start(log: Path, config: str = "jobs.toml") -> Daemon:
+        daemon = Daemon(environment(tmp_path / config, postgres_url, simulator), log)
+        daemons.append(daemon)
+        return daemon
+
+    try:
+        with cleaning_up() as daemons:
+            replicas = [start(tmp_path / f"replica-{n}.log") for n in range(3)]
+            for replica in replicas:
+                replica.wait_started()
+            time.sleep(5)
+
+            # Kill the replica that has the most results in flight, and remember what it owned.
+            rows = fires()
+            in_flight = Counter(_pid(row.owner) for row in rows if row.state == "submitted")
+            victim = max(replicas, key=lambda replica: in_flight.get(replica.pid, 0))
+            owned = {row.id for row in unsettled(rows) if _pid(row.owner) == victim.pid}
+            victim.kill()
+            survivors = [replica for replica in replicas if replica is not victim]
+            survivor_pids = {replica.pid for replica in survivors}
+            assert owned, f"the killed replica owned nothing in flight: {rows}"
+
+            time.sleep(5)
+            # The survivors take over what the dead replica left once its lease runs out.
+            wait_until(
+                lambda: all(row.state not in UNSETTLED for row in fires() if row.id in owned), timeout=40, interval=0.25
+            )
+            settled = {row.id: row for row in fires() if row.id in owned}
+            taken_over = [
+                row for row in settled.values() if row.state == "finished" and _pid(row.owner) in survivor_pids
+            ]
+            for survivor in survivors:
+                survivor.terminate()
+            drain(lambda log: start(log, "drain.toml"), fires, tmp_path / "drain.log")
+
+        rows = fires()
+    finally:
+        engine.dispose()
+
+    submissions = list(simulator.submissions)
+    logs = "\n".join(daemon.output() for daemon in daemons)
+    assert_accounted_for(rows, submissions, logs)
+    assert taken_over, f"no fire of the killed replica was finished by a survivor: {settled}"
+    owners = Counter(_pid(row.owner) for row in rows if row.owner)
+    assert len([pid for pid in owners if pid in {replica.pid for replica in replicas}]) == 3  # all three worked
+    print(
+        f"\n{len(rows)} fires ({Counter(row.state for row in rows)}), {len(submissions)} submissions "
+        f"({Counter(entry.status_code for entry in submissions)}); killed replica owned {len(owned)} unsettled "
+        f"fires, {len(taken_over)} finished by a survivor"
+    )

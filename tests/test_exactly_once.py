@@ -1,0 +1,390 @@
+"""One test per fault the daemon must survive without submitting a slot twice or losing one.
+
+The daemon runs in-process against the simulator on 127.0.0.1, with a real SQLite file (or the real PostgreSQL
+where the fault is PostgreSQL's). A dead process is played by rows it left behind: a claim whose lease ran out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scheduler.schedules import submission_name
+from scheduler.simulator import Simulator
+from scheduler.store import Store
+from tests.conftest import (
+    API_KEY,
+    POSTGRES_URL,
+    AlertInbox,
+    _postgres_schema_url,
+    make_daemon,
+    prepare,
+    run_daemon,
+    submissions_by_name,
+    wait_until,
+)
+
+HOURLY = """
+[jobs.hourly]
+every = "1h"
+agent = 12
+scenarios = [101]
+"""
+
+
+def claim_as_dead_process(store: Store, slot: datetime, job: str = "hourly") -> int:
+    """The row a process leaves when it is killed between its claim and the recorded answer."""
+    fire = store.claim(
+        job=job,
+        slot=slot,
+        trigger="schedule",
+        fired_at=slot,
+        submission_name=submission_name(job, slot),
+        endpoint="run_scenarios_livekit_v2",
+        runs_requested=1,
+        owner="dead:1:0",
+        lease_until=datetime.now(UTC) - timedelta(seconds=1),
+    )
+    assert fire is not None
+    return fire.id
+
+
+def this_hour() -> datetime:
+    """The hourly job's current slot: it is within the catch-up window and there is no newer slot yet."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def settled(fire_id: int) -> Callable[[Store], bool]:
+    def check(store: Store) -> bool:
+        fire = store.get_fire(fire_id)
+        return fire is not None and fire.state in ("finished", "skipped")
+
+    return check
+
+
+def test_a_claim_whose_post_never_arrived_is_submitted_after_a_restart(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    _, store = prepare(tmp_path, HOURLY, inbox=alert_inbox, database_url=sqlite_url)
+    slot = this_hour()
+    fire_id = claim_as_dead_process(store, slot)
+
+    store = run_daemon(
+        tmp_path, HOURLY, simulator=simulator, inbox=alert_inbox, database_url=sqlite_url, until=settled(fire_id)
+    )
+
+    fire = store.get_fire(fire_id)
+    assert fire is not None and fire.outcome == "passed" and fire.result_id is not None
+    assert submissions_by_name(simulator) == {submission_name("hourly", slot): 1}
+
+
+def test_a_claim_whose_post_did_arrive_is_adopted_not_sent_again(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    _, store = prepare(tmp_path, HOURLY, inbox=alert_inbox, database_url=sqlite_url)
+    slot = this_hour()
+    fire_id = claim_as_dead_process(store, slot)
+    # The dead process's POST reached Cekura; only its answer was lost with the process.
+    answer = httpx.post(
+        f"{simulator.base_url}/test_framework/v1/scenarios/run_scenarios_livekit_v2/",
+        headers={"X-CEKURA-API-KEY": API_KEY},
+        json={"name": submission_name("hourly", slot), "agent": 12, "scenarios": [{"scenario": 101}]},
+    )
+    assert answer.status_code == 200
+
+    store = run_daemon(
+        tmp_path, HOURLY, simulator=simulator, inbox=alert_inbox, database_url=sqlite_url, until=settled(fire_id)
+    )
+
+    fire = store.get_fire(fire_id)
+    assert fire is not None and fire.result_id == answer.json()["id"] and fire.outcome == "passed"
+    assert submissions_by_name(simulator) == {submission_name("hourly", slot): 1}
+
+
+def test_a_claim_lost_too_long_ago_is_skipped_and_alerted(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    _, store = prepare(tmp_path, HOURLY, inbox=alert_inbox, database_url=sqlite_url)
+    slot = this_hour() - timedelta(hours=2)  # catch_up_window is 1h
+    fire_id = claim_as_dead_process(store, slot)
+
+    store = run_daemon(
+        tmp_path,
+        HOURLY,
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        until=lambda s: settled(fire_id)(s) and bool(alert_inbox.received),
+    )
+
+    fire = store.get_fire(fire_id)
+    assert fire is not None and (fire.state, fire.skip_reason) == ("skipped", "lost-before-submit")
+    assert submission_name("hourly", slot) not in submissions_by_name(simulator)
+    assert "[cekura-scheduler] SKIPPED hourly: lost-before-submit" in alert_inbox.titles()
+
+
+EVERY_MINUTE = """
+[jobs.minutely]
+every = "1m"
+agent = 12
+scenarios = [101]
+{policy}
+"""
+
+
+@pytest.mark.parametrize(
+    ("policy", "runs", "skipped_as"),
+    [
+        ('catch_up = "latest"', "newest", "catch_up_latest"),
+        ('catch_up = "all"', "all", None),
+        ('catch_up = "skip"', "none", "catch_up_skip"),
+        ('catch_up = "all"\ncatch_up_window = "4m30s"', "within 4m30s", "catch_up_window"),
+    ],
+)
+def test_slots_missed_while_down_follow_the_catch_up_policy(
+    tmp_path: Path,
+    simulator: Simulator,
+    alert_inbox: AlertInbox,
+    sqlite_url: str,
+    policy: str,
+    runs: str,
+    skipped_as: str | None,
+) -> None:
+    jobs = EVERY_MINUTE.format(policy=policy)
+    _, store = prepare(tmp_path, jobs, inbox=alert_inbox, database_url=sqlite_url)
+    while (second := datetime.now(UTC).second) > 50 or 28 <= second <= 31:
+        time.sleep(0.5)  # keep the next minute's slot and the 4m30s window's edge out of this test
+    now = datetime.now(UTC)
+    last = now.replace(second=0, microsecond=0) - timedelta(minutes=10)
+    store.record_skipped(
+        job="minutely",
+        slot=last,
+        trigger="schedule",
+        fired_at=last,
+        submission_name="x",
+        endpoint="run_scenarios_livekit_v2",
+        runs_requested=1,
+        reason="earlier",
+    )
+    missed = [last + timedelta(minutes=n) for n in range(1, 11)]  # the daemon was down for these 10 slots
+    within = [slot for slot in missed if now - slot <= timedelta(minutes=4, seconds=30)]
+    submitted = {"newest": missed[-1:], "all": missed, "none": [], "within 4m30s": within}[runs]
+
+    def accounted(s: Store) -> bool:
+        return all(s.find_fire("minutely", slot) is not None for slot in missed) and all(
+            (f := s.find_fire("minutely", slot)) is not None and f.state == "finished" for slot in submitted
+        )
+
+    store = run_daemon(tmp_path, jobs, simulator=simulator, inbox=alert_inbox, database_url=sqlite_url, until=accounted)
+
+    assert set(submissions_by_name(simulator)) == {submission_name("minutely", slot) for slot in submitted}
+    reasons = {fire.skip_reason for slot in missed if (fire := store.find_fire("minutely", slot)).state == "skipped"}
+    assert reasons == ({skipped_as} if skipped_as else set())
+    assert len([slot for slot in missed if store.find_fire("minutely", slot).state == "skipped"]) == (
+        len(missed) - len(submitted)
+    )
+
+
+def test_a_slot_due_while_the_previous_result_runs_is_skipped_as_overlap(
+    run: Callable[..., Store], simulator: Simulator
+) -> None:
+    simulator.config.run_duration = 2.5
+    jobs = '\n[jobs.slow]\nevery = "1s"\nagent = 12\nscenarios = [101]\noverlap = "skip"\n'
+    store = run(
+        jobs=jobs,
+        until=lambda s: (
+            any(f.skip_reason == "overlap" for f in s.recent_fires(job="slow"))
+            and any(f.outcome for f in s.recent_fires(job="slow"))
+        ),
+    )
+
+    fires = sorted(store.recent_fires(job="slow", limit=100), key=lambda fire: fire.slot)
+    submitted = [fire for fire in fires if fire.result_id is not None]
+    assert all(fire.state in ("finished", "submitted", "skipped") for fire in fires)
+    # Never two results of the job running at once: each submission comes after the previous one finished.
+    for earlier, later in itertools.pairwise(submitted):
+        assert earlier.finished_at is not None and earlier.finished_at <= later.fired_at
+
+
+def test_insufficient_balance_is_one_daemon_alert(
+    run: Callable[..., Store], simulator: Simulator, alert_inbox: AlertInbox
+) -> None:
+    simulator.config.balance = 0
+    store = run(until=lambda s: len([f for f in s.recent_fires(job="smoke") if f.outcome]) >= 3)
+
+    fires = [f for f in store.recent_fires(job="smoke") if f.outcome]
+    assert all(f.error_status_code == 402 and "Insufficient balance" in (f.error or "") for f in fires)
+    assert alert_inbox.titles() == ["[cekura-scheduler] insufficient Cekura balance"]
+
+
+class TcpProxy:
+    """A TCP relay to a real server that a test can cut, as a restart or a network failure would."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, server}
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with self._lock:
+                    self._sockets.discard(end)
+                end.close()
+
+    def cut(self) -> None:
+        self.up = False
+        with self._lock:
+            for end in list(self._sockets):
+                end.close()  # connections in use die like at a server restart; new ones are refused
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+@pytest.fixture
+def postgres_behind_a_proxy() -> Iterator[tuple[str, TcpProxy]]:
+    if not POSTGRES_URL:
+        pytest.skip("SCHEDULER_TEST_POSTGRES_URL is not set")
+    from sqlalchemy.engine import make_url
+
+    for url in _postgres_schema_url(POSTGRES_URL):
+        parsed = make_url(url)
+        proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
+        yield parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), proxy
+        proxy.close()
+
+
+def test_an_unreachable_database_stops_submissions_alerts_and_recovers(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, postgres_behind_a_proxy: tuple[str, TcpProxy]
+) -> None:
+    url, proxy = postgres_behind_a_proxy
+    jobs = '\n[jobs.smoke]\nevery = "1s"\nagent = 12\nscenarios = [101]\ncatch_up = "all"\n'
+    config, store = prepare(tmp_path, jobs, inbox=alert_inbox, database_url=url)
+    outage: dict[str, datetime] = {}
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            daemon = make_daemon(config, store, http, simulator)
+            stop = asyncio.Event()
+            task = asyncio.create_task(daemon.run(stop))
+            await asyncio.sleep(2.5)
+            proxy.cut()
+            outage["start"] = datetime.now(UTC)
+            await asyncio.sleep(3.0)
+            outage["end"] = datetime.now(UTC)
+            proxy.restore()
+            await asyncio.sleep(4.0)
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+
+    assert any("database unreachable" in title for title in alert_inbox.titles())
+    assert not task_crashed(store)
+    # Nothing was submitted that is not recorded, and every slot of the outage was caught up (catch_up = all).
+    recorded = {fire.submission_name for fire in store.recent_fires(job="smoke", limit=1000)}
+    assert set(submissions_by_name(simulator)) <= recorded
+    assert all(count == 1 for count in submissions_by_name(simulator).values())
+    start = outage["start"].replace(microsecond=0) + timedelta(seconds=1)
+    during = [start + timedelta(seconds=n) for n in range(int((outage["end"] - start).total_seconds()))]
+    assert during and all(store.find_fire("smoke", slot) is not None for slot in during)
+    store.engine.dispose()
+
+
+def task_crashed(store: Store) -> bool:
+    """Whether anything was left half-done: a claim nobody settled is the trace of a crashed task."""
+    return any(fire.state == "claimed" for fire in store.recent_fires(limit=1000))
+
+
+def test_sigterm_lets_submissions_in_flight_record_their_answer_and_hands_back_results(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    simulator.config.latency = 2.0  # every answer takes 2 s: the signal arrives while a POST is in flight
+    simulator.config.run_duration = 30.0
+    (tmp_path / "jobs.toml").write_text('[jobs.smoke]\nevery = "1s"\nagent = 12\nscenarios = [101]\n')
+    database = tmp_path / "s.db"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
+    env.update(
+        CEKURA_API_KEY=API_KEY,
+        CEKURA_BASE_URL=simulator.base_url,
+        SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"),
+        SCHEDULER_DATABASE_URL=f"sqlite:///{database}",
+    )
+
+    def claimed() -> list[int]:
+        try:
+            with sqlite3.connect(database) as connection:
+                return [row[0] for row in connection.execute("SELECT id FROM fires WHERE state = 'claimed'")]
+        except sqlite3.OperationalError:
+            return []
+
+    process = subprocess.Popen([sys.executable, "-m", "scheduler", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: bool(claimed()), timeout=20)
+        in_flight = claimed()
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert time.monotonic() - started < 35  # bounded: at most the 30 s grace for submissions in flight
+    assert re.search(r"waiting up to 30s for \d+ submissions in flight", stderr) and "daemon stopped:" in stderr
+
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            f"SELECT state, result_id, lease_until FROM fires WHERE id IN ({','.join('?' * len(in_flight))})",
+            in_flight,
+        ).fetchall()
+    for state, result_id, lease_until in rows:
+        assert state == "submitted" and result_id is not None  # the answer that was in flight got recorded
+        assert datetime.fromisoformat(lease_until).replace(tzinfo=UTC) <= datetime.now(UTC)  # handed back
+    assert claimed() == []
