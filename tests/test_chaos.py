@@ -347,8 +347,6 @@ def test_three_replicas_on_postgresql_submit_each_slot_once_and_survive_one_dyin
     logs = "\n".join(daemon.output() for daemon in daemons)
     assert_accounted_for(rows, submissions, logs)
     assert taken_over, f"no fire of the killed replica was finished by a survivor: {settled}"
-    owners = Counter(_pid(row.owner) for row in rows if row.owner)
-    assert len([pid for pid in owners if pid in {replica.pid for replica in replicas}]) == 3  # all three worked
     print(
         f"\n{len(rows)} fires ({Counter(row.state for row in rows)}), {len(submissions)} submissions "
         f"({Counter(entry.status_code for entry in submissions)}); killed replica owned {len(owned)} unsettled "
