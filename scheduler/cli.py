@@ -14,7 +14,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ from pydantic import SecretStr
 from scheduler import __version__
 from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
-from scheduler.config import Config, load_config
+from scheduler.config import Config, Job, load_config
 from scheduler.daemon import Daemon
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
+from scheduler.schedules import format_duration
 from scheduler.settings import Settings, load_settings
 from scheduler.store import Fire, Store, create_db_engine, upgrade_database
 
@@ -159,22 +160,86 @@ def _when(instant: datetime | None, zone: Any = None) -> str:
     return f"{instant:%Y-%m-%d %H:%M:%S} UTC"
 
 
+def _job_summary(job: Job, now: datetime, count: int) -> dict[str, Any]:
+    """What validate says of one job: its schedule in words, its next fires, and what it will cost."""
+    month = job.schedule.fires_between(now, now + timedelta(days=30)) if job.enabled else 0
+    upcoming = job.schedule.upcoming(now, count) if job.enabled else []
+    return {
+        "name": job.name,
+        "enabled": job.enabled,
+        "schedule": job.schedule.in_words(),
+        "cron": job.cron,
+        "every": format_duration(job.every) if job.every else None,
+        "timezone": str(job.timezone),
+        "endpoint": job.endpoint,
+        "agent": job.agent,
+        "runs_per_fire": job.runs_per_fire,
+        "runs_per_day": round(month * job.runs_per_fire / 30, 1),
+        "runs_per_month": month * job.runs_per_fire,
+        "next": [
+            {"local": slot.astimezone(job.timezone).isoformat(), "utc": slot.isoformat().replace("+00:00", "Z")}
+            for slot in upcoming
+        ],
+    }
+
+
 @main.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--count", default=3, show_default=True, help="How many upcoming fire times to show per job.")
-def validate(path: Path | None, count: int) -> None:
-    """Check a jobs.toml (default SCHEDULER_CONFIG) and show each job's next fire times; exit 1 on errors."""
-    config = _config(path or _settings().config_path)
+@click.option("--count", default=5, show_default=True, help="How many upcoming fire times to show per job.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def validate(path: Path | None, count: int, fmt: str) -> None:
+    """Check a jobs.toml (default SCHEDULER_CONFIG): every error with its place, else each job's schedule in
+    words, its next fire times and the Cekura runs it will create. Exits 1 when the file has errors."""
+    target = path or _settings().config_path
+    try:
+        config = load_config(target, env=os.environ)
+    except ConfigError as error:
+        if fmt == "json":
+            click.echo(
+                json.dumps(
+                    {"file": str(target), "valid": False, "errors": [issue.as_dict() for issue in error.issues]},
+                    indent=2,
+                )
+            )
+        else:
+            for issue in error.issues:
+                click.echo(f"error: {issue}", err=True)
+            click.echo(f"{target}: {len(error.issues)} errors", err=True)
+        raise click.exceptions.Exit(1) from None
     now = datetime.now(UTC)
-    for job in config.jobs.values():
-        state = "" if job.enabled else " (disabled)"
+    summaries = [_job_summary(job, now, count) for job in config.jobs.values()]
+    per_day = round(sum(item["runs_per_day"] for item in summaries), 1)
+    per_month = sum(item["runs_per_month"] for item in summaries)
+    if fmt == "json":
         click.echo(
-            f"{job.name}{state}: {job.schedule.describe()}, {job.endpoint}, "
-            f"{len(job.scenarios)} scenarios x {job.frequency} = {job.runs_per_fire} runs per fire"
+            json.dumps(
+                {
+                    "file": str(config.path),
+                    "valid": True,
+                    "errors": [],
+                    "jobs": summaries,
+                    "runs_per_day": per_day,
+                    "runs_per_month": per_month,
+                },
+                indent=2,
+            )
         )
-        for slot in job.schedule.upcoming(now, count):
-            click.echo(f"  next: {_when(slot, job.timezone)}")
-    click.echo(f"{config.path}: {len(config.jobs)} jobs, {len(config.channels)} alert channels, valid")
+        return
+    for item in summaries:
+        state = "" if item["enabled"] else " (disabled: never fires)"
+        click.echo(f"{item['name']}{state}: {item['schedule']}")
+        agent = f", agent {item['agent']}" if item["agent"] is not None else ""
+        click.echo(
+            f"  {item['endpoint']}{agent}; {item['runs_per_fire']} runs per fire, "
+            f"~{item['runs_per_day']:g} runs/day, {item['runs_per_month']} runs/month"
+        )
+        job = config.jobs[item["name"]]
+        for slot in job.schedule.upcoming(now, count) if job.enabled else []:
+            click.echo(f"  next: {slot.astimezone(job.timezone):%a %Y-%m-%d %H:%M %Z}  ({slot:%Y-%m-%d %H:%M} UTC)")
+    click.echo(
+        f"{config.path}: valid; {len(config.jobs)} jobs, {len(config.channels)} alert channels; "
+        f"~{per_day:g} Cekura runs per day, {per_month} per month (next 30 days)"
+    )
 
 
 @main.command()

@@ -16,6 +16,7 @@ once, at its first occurrence, except in jobs whose hour field is ``*``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from cron_descriptor import ExpressionDescriptor, Options
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -184,12 +186,51 @@ class Schedule:
                 dropped = True
         return slots, dropped
 
+    def in_words(self) -> str:
+        """The schedule as a sentence, e.g. ``At 03:00, every day, in America/New_York``."""
+        if self.cron is not None:
+            options = Options()
+            options.use_24hour_time_format = True
+            options.verbose = True  # "At 03:00, every day" rather than "At 03:00"
+            options.day_of_week_start_index_zero = True  # standard crontab: 0 is Sunday
+            return f"{ExpressionDescriptor(self.cron, options).get_description()}, in {self.timezone}"
+        assert self.every is not None
+        return f"Every {_duration_in_words(self.every)}"
+
+    def fires_between(self, start: datetime, end: datetime) -> int:
+        """How many slots fall in ``(start, end]`` (counted without listing them for intervals)."""
+        if self.every is not None:
+            step = self.every.total_seconds()
+            return int((end - EPOCH).total_seconds() // step) - int((start - EPOCH).total_seconds() // step)
+        return len(self.slots_between(start, end, limit=10**7)[0])
+
     def describe(self) -> str:
         """The schedule in a few words, e.g. ``cron '0 3 * * *' (America/New_York)``."""
         if self.cron is not None:
             return f"cron '{self.cron}' ({self.timezone})"
         assert self.every is not None
         return f"every {format_duration(self.every)}"
+
+
+def _duration_in_words(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}s" if count != 1 else unit
+    return f"{seconds} seconds" if seconds != 1 else "second"
+
+
+def jitter_offset(job: str, slot: datetime, jitter: timedelta) -> timedelta:
+    """How long after its slot a job with ``jitter`` fires: random-looking, but the same for the same slot.
+
+    Deterministic, so every replica and every restart agree on when a slot fires.
+    """
+    span = int(jitter.total_seconds() * 1000)
+    if span <= 0:
+        return timedelta(0)
+    digest = hashlib.sha256(submission_name(job, slot).encode()).digest()
+    return timedelta(milliseconds=int.from_bytes(digest[:8], "big") % span)
 
 
 def submission_name(job: str, slot: datetime) -> str:

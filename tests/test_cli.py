@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -62,13 +63,39 @@ def test_run_refuses_to_start_without_an_api_key(tmp_path: Path) -> None:
     assert "no Cekura API key: set CEKURA_API_KEY" in result.stderr
 
 
-def test_validate_shows_next_fire_times_in_the_jobs_timezone(tmp_path: Path) -> None:
+def test_validate_shows_schedules_in_words_next_fires_and_cost(tmp_path: Path) -> None:
     result = cli("validate", str(tmp_path / "jobs.toml"), env=environment(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "nightly: cron '0 3 * * *' (America/New_York), voice, 2 scenarios x 2 = 4 runs per fire" in result.stdout
-    nightly = result.stdout.split("nightly:")[1].splitlines()[1:4]
-    assert len(nightly) == 3 and all("03:00:00 E" in line for line in nightly)  # EST or EDT, at 03:00 local
-    assert "2 jobs, 0 alert channels, valid" in result.stdout
+    assert "nightly: At 03:00, every day, in America/New_York" in result.stdout
+    assert "voice, agent 34; 4 runs per fire, ~4 runs/day, 120 runs/month" in result.stdout
+    nightly = result.stdout.split("nightly:")[1].splitlines()[2:7]
+    assert len(nightly) == 5 and all(" 03:00 E" in line and ":00 UTC)" in line for line in nightly)
+    assert "smoke: Every second" in result.stdout
+    assert "1 runs per fire, ~86400 runs/day, 2592000 runs/month" in result.stdout  # a cost mistake shows
+
+
+def test_validate_json_for_ci_pipelines(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    good = json.loads(cli("validate", "--format", "json", env=env).stdout)
+    assert good["valid"] is True and good["errors"] == []
+    nightly = next(job for job in good["jobs"] if job["name"] == "nightly")
+    assert nightly["next"][0]["local"].endswith(("-05:00", "-04:00")) and nightly["next"][0]["utc"].endswith("Z")
+    assert good["runs_per_month"] == 120 + 2592000
+
+    (tmp_path / "jobs.toml").write_text('[jobs.x]\nevery = "1m"\nagent = 1\nscenarios = [1]\nfrequncy = 2\n')
+    result = cli("validate", "--format", "json", env=env)
+    assert result.returncode == 1
+    bad = json.loads(result.stdout)
+    assert bad["valid"] is False
+    assert bad["errors"] == [
+        {
+            "file": str(tmp_path / "jobs.toml"),
+            "line": 5,
+            "column": 1,
+            "job": "x",
+            "message": "unknown key 'frequncy' (did you mean 'frequency'?)",
+        }
+    ]
 
 
 def test_validate_reports_every_error_with_file_and_line(tmp_path: Path) -> None:
