@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Protocol
@@ -37,9 +37,9 @@ class Alert:
 
 
 class AlertSender(Protocol):
-    """Delivers an alert to one named channel; returns whether the channel accepted it."""
+    """Delivers an alert to one channel; returns whether the channel accepted it."""
 
-    async def send(self, channel: str, alert: Alert) -> bool: ...
+    async def send(self, channel: AlertChannel, alert: Alert) -> bool: ...
 
 
 def _slot_text(fire: Fire, zone: tzinfo | None) -> str:
@@ -132,50 +132,37 @@ def _register_console_target() -> None:
 
 
 class AppriseSender:
-    """Sends alerts to the channels of jobs.toml through Apprise, with retries and backoff."""
+    """Sends alerts through Apprise, with retries and backoff."""
 
-    def __init__(self, *, channels: Mapping[str, AlertChannel], attempts: int = 3, backoff: float = 2.0) -> None:
+    def __init__(self, *, attempts: int = 3, backoff: float = 2.0) -> None:
         _register_console_target()
-        self._channels = dict(channels)
         self._attempts = attempts
         self._backoff = backoff
 
-    def _apprise(self, channel: AlertChannel) -> Any:
+    async def send(self, channel: AlertChannel, alert: Alert) -> bool:
         target = apprise.Apprise()
         if not target.add(channel.url.get_secret_value()):
-            return None
-        return target
-
-    async def send(self, channel: str, alert: Alert) -> bool:
-        config = self._channels.get(channel)
-        if config is None:
-            logger.error("alert channel %r is not configured; alert %r not sent", channel, alert.title)
-            return False
-        target = self._apprise(config)
-        if target is None:
             logger.error(
-                "alert channel %r has an URL Apprise does not understand; alert %r not sent", channel, alert.title
+                "alert channel %r has an URL Apprise does not understand; alert %r not sent", channel.name, alert.title
             )
             return False
+        notify_type = _NOTIFY_TYPES.get(alert.kind, apprise.NotifyType.INFO)
         for attempt in range(1, self._attempts + 1):
-            sent = await target.async_notify(
-                body=alert.body, title=alert.title, notify_type=_NOTIFY_TYPES.get(alert.kind, apprise.NotifyType.INFO)
-            )
-            if sent:
-                logger.info("alert %r sent to %s", alert.title, channel, extra={"job": alert.job})
+            if await target.async_notify(body=alert.body, title=alert.title, notify_type=notify_type):
+                logger.info("alert %r sent to %s", alert.title, channel.name, extra={"job": alert.job})
                 return True
             if attempt < self._attempts:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
         logger.error(
             "alert %r could not be delivered to %s after %d attempts",
             alert.title,
-            channel,
+            channel.name,
             self._attempts,
             extra={"job": alert.job},
         )
         return False
 
 
-async def send_to_all(sender: AlertSender, channels: Iterable[str], alert: Alert) -> None:
+async def send_to_all(sender: AlertSender, channels: Iterable[AlertChannel], alert: Alert) -> None:
     """Deliver to every channel at once, so a slow or failing channel does not hold up the others."""
     await asyncio.gather(*(sender.send(channel, alert) for channel in channels))

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from scheduler import __version__
 from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
-from scheduler.config import Config, Job, load_config
+from scheduler.config import Config, ConfigSource, Job, load_config
 from scheduler.daemon import Daemon
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
 from scheduler.schedules import format_duration
@@ -100,11 +100,13 @@ def _store(settings: Settings, *, upgrade: bool = True) -> Store:
 
 
 @contextlib.asynccontextmanager
-async def _daemon(settings: Settings, config: Config, store: Store, api_key: SecretStr) -> AsyncIterator[Daemon]:
+async def _daemon(
+    settings: Settings, config: Config, store: Store, api_key: SecretStr, source: ConfigSource | None = None
+) -> AsyncIterator[Daemon]:
     limits = httpx.Limits(max_connections=config.daemon.max_concurrent_submissions + 20, max_keepalive_connections=20)
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), limits=limits) as http:
         cekura = CekuraClient(http=http, base_url=settings.base_url, api_key=api_key)
-        yield Daemon(config=config, store=store, cekura=cekura, alerts=AppriseSender(channels=config.channels))
+        yield Daemon(config=config, store=store, cekura=cekura, alerts=AppriseSender(), config_source=source)
 
 
 async def _run_until_signalled(daemon: Daemon, *, duration: float | None = None) -> None:
@@ -112,6 +114,7 @@ async def _run_until_signalled(daemon: Daemon, *, duration: float | None = None)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     if duration is not None:
         loop.call_later(duration, stop.set)
     await daemon.run(stop)
@@ -136,7 +139,13 @@ def run() -> None:
         api_key = settings.require_api_key()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
-    config = _config(settings.config_path)
+    source = ConfigSource(settings.config_path, env=os.environ)
+    try:
+        config = source.load()
+    except ConfigError as error:
+        for issue in error.issues:
+            click.echo(f"error: {issue}", err=True)
+        raise click.exceptions.Exit(1) from None
     store = _store(settings)
     logger.info(
         "cekura-scheduler %s: database %s, Cekura at %s",
@@ -146,7 +155,7 @@ def run() -> None:
     )
 
     async def main_loop() -> None:
-        async with _daemon(settings, config, store, api_key) as daemon:
+        async with _daemon(settings, config, store, api_key, source) as daemon:
             await _run_until_signalled(daemon)
 
     asyncio.run(main_loop())

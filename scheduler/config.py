@@ -7,6 +7,7 @@ rejected (with a suggestion when one is close), so a misspelt setting never sile
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -94,8 +95,9 @@ class JobDefaults(_Strict):
     catch_up: CatchUp | None = None
     catch_up_window: timedelta | None = None
     overlap: Overlap | None = None
+    jitter: timedelta | None = None
 
-    _durations = field_validator("result_timeout", "catch_up_window", mode="before")(_duration)
+    _durations = field_validator("result_timeout", "catch_up_window", "jitter", mode="before")(_duration)
     _zones = field_validator("timezone", mode="before")(_zone)
 
 
@@ -116,9 +118,10 @@ class Job(_Strict):
     catch_up: CatchUp = "latest"
     catch_up_window: timedelta = timedelta(hours=1)
     overlap: Overlap = "skip"
+    jitter: timedelta | None = None
     body: dict[str, Any] = Field(default_factory=dict)
 
-    _durations = field_validator("every", "result_timeout", "catch_up_window", mode="before")(_duration)
+    _durations = field_validator("every", "result_timeout", "catch_up_window", "jitter", mode="before")(_duration)
     _zones = field_validator("timezone", mode="before")(_zone)
 
     @field_validator("cron")
@@ -175,6 +178,7 @@ class Config:
     daemon: DaemonConfig
     jobs: dict[str, Job]
     channels: dict[str, AlertChannel]
+    digest: str = ""
 
 
 class _Locator:
@@ -357,7 +361,7 @@ def parse_config(text: str, *, path: Path, env: Mapping[str, str]) -> Config:
 
     if issues.items:
         raise ConfigError(sorted(issues.items, key=lambda issue: (issue.line or 0, issue.column or 0)))
-    return Config(path=path, daemon=daemon, jobs=jobs, channels=channels)
+    return Config(path=path, daemon=daemon, jobs=jobs, channels=channels, digest=digest(text))
 
 
 def load_config(path: Path, *, env: Mapping[str, str]) -> Config:
@@ -367,3 +371,114 @@ def load_config(path: Path, *, env: Mapping[str, str]) -> Config:
     except OSError as error:
         raise ConfigError([ConfigIssue(path=str(path), message=f"cannot read the file: {error.strerror}")]) from None
     return parse_config(text, path=path, env=env)
+
+
+def digest(text: str) -> str:
+    """A short fingerprint of a config text, to tell versions of the file apart in logs and records."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# Job keys whose change moves the job's next slot; other changes apply from the next fire on.
+SCHEDULE_KEYS = frozenset({"cron", "every", "timezone", "jitter", "enabled"})
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    """What changed between two valid versions of jobs.toml."""
+
+    added: list[str]
+    removed: list[str]
+    changed: dict[str, list[str]]  # job -> the keys that changed
+    daemon: list[str]  # keys of [daemon] that changed
+    channels: list[str]  # alert channels added, removed or changed
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed or self.daemon or self.channels)
+
+    def summary(self) -> str:
+        """One line for the log, e.g. ``added: a; removed: b; changed: c (cron, scenarios)``."""
+        parts = []
+        if self.added:
+            parts.append(f"added: {', '.join(self.added)}")
+        if self.removed:
+            parts.append(f"removed: {', '.join(self.removed)}")
+        if self.changed:
+            parts.append("changed: " + ", ".join(f"{name} ({', '.join(keys)})" for name, keys in self.changed.items()))
+        if self.daemon:
+            parts.append(f"[daemon]: {', '.join(self.daemon)}")
+        if self.channels:
+            parts.append(f"alert channels: {', '.join(self.channels)}")
+        return "; ".join(parts) or "no change"
+
+
+def _fields(model: BaseModel) -> dict[str, Any]:
+    return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def diff_configs(old: Config, new: Config) -> ConfigDiff:
+    """Compare two configs job by job and key by key."""
+    changed: dict[str, list[str]] = {}
+    for name in old.jobs.keys() & new.jobs.keys():
+        before, after = _fields(old.jobs[name]), _fields(new.jobs[name])
+        keys = [key for key in after if before[key] != after[key]]
+        if keys:
+            changed[name] = keys
+    before_daemon, after_daemon = _fields(old.daemon), _fields(new.daemon)
+    channel_names = old.channels.keys() | new.channels.keys()
+    return ConfigDiff(
+        added=sorted(new.jobs.keys() - old.jobs.keys()),
+        removed=sorted(old.jobs.keys() - new.jobs.keys()),
+        changed=dict(sorted(changed.items())),
+        daemon=[key for key in after_daemon if before_daemon[key] != after_daemon[key]],
+        channels=sorted(
+            name
+            for name in channel_names
+            if (old.channels.get(name) is None) != (new.channels.get(name) is None)
+            or (
+                name in old.channels
+                and old.channels[name].url.get_secret_value() != new.channels[name].url.get_secret_value()
+            )
+        ),
+    )
+
+
+class ConfigSource:
+    """The jobs.toml a daemon runs from, watched for edits.
+
+    It polls the file's status once a second rather than subscribing to file-system events: a stat of the path
+    follows symlinks and sees a new inode, so editors' rename-on-save, atomic writes, in-place writes, Docker
+    bind mounts and Kubernetes ConfigMap symlink swaps are all noticed, including on file systems where inotify
+    is silent (network and some container mounts).
+    """
+
+    def __init__(self, path: Path, *, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.env = env
+        self._seen: tuple[int, int, int] | None = self._status()
+
+    def _status(self) -> tuple[int, int, int] | None:
+        try:
+            status = self.path.stat()
+        except OSError:
+            return None
+        return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+    def changed(self) -> bool:
+        """Whether the file looks different since the last call (or since it was last loaded)."""
+        status = self._status()
+        if status == self._seen:
+            return False
+        self._seen = status
+        return True
+
+    def load(self) -> Config:
+        """Read and validate the file now; raises ConfigError listing every problem."""
+        self._seen = self._status()
+        return load_config(self.path, env=self.env)
+
+    def current_digest(self) -> str | None:
+        """The fingerprint of the file as it is now (None when it cannot be read)."""
+        try:
+            return digest(self.path.read_text(encoding="utf-8"))
+        except OSError:
+            return None

@@ -17,7 +17,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -32,7 +32,7 @@ from scheduler.alerts import (
     skipped_alert,
 )
 from scheduler.cekura import CekuraClient, Result, build_submission
-from scheduler.config import Config, Job
+from scheduler.config import SCHEDULE_KEYS, Config, ConfigSource, Job, diff_configs
 from scheduler.errors import (
     CekuraAmbiguousError,
     CekuraAuthError,
@@ -40,10 +40,12 @@ from scheduler.errors import (
     CekuraNotFoundError,
     CekuraResponseError,
     CekuraUnavailableError,
+    ConfigError,
+    ConfigIssue,
     SchedulerError,
     StoreError,
 )
-from scheduler.schedules import format_duration, submission_name
+from scheduler.schedules import format_duration, jitter_offset, submission_name
 from scheduler.store import FAILED, PASSED, Fire, RunRecord, Store
 
 logger = logging.getLogger(__name__)
@@ -129,8 +131,17 @@ class Daemon:
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         owner: str | None = None,
+        config_source: ConfigSource | None = None,
     ) -> None:
         self.config = config
+        self.config_source = config_source
+        self.config_errors: list[ConfigIssue] = []  # the problems of the file on disk, while it is invalid
+        self._rejected_digest: str | None = None
+        self._reload_requested = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._retired: dict[str, Job] = {}  # removed jobs, kept to follow and alert their results in flight
+        self._plan: dict[str, tuple[datetime, datetime]] = {}  # job -> (fire at, slot) of its next fire
+        self._heap: list[tuple[datetime, datetime, str]] = []
         self.store = store
         self.cekura = cekura
         self.alerts = alerts
@@ -164,6 +175,8 @@ class Daemon:
         now = self.clock.now()
         await self._catch_up_after_downtime(jobs, now)
         background = [self._spawn(self._sweep_forever()), self._spawn(self._heartbeat_forever())]
+        if self.config_source is not None:
+            background.append(self._spawn(self._watch_config_forever()))
         try:
             await self._timer(jobs, now)
         finally:
@@ -172,19 +185,136 @@ class Daemon:
             await self._shut_down()
 
     async def _timer(self, jobs: list[Job], now: datetime) -> None:
-        due: list[tuple[datetime, str]] = [(job.schedule.next_after(now), job.name) for job in jobs]
-        heapq.heapify(due)
-        for slot, name in sorted(due)[:10]:
-            logger.info("next fire of %s at %s", name, slot.isoformat(), extra={"job": name})
+        for job in jobs:
+            self._plan_next(job, after=now)
+        for fire_at, _, name in sorted(self._heap)[:10]:
+            logger.info("next fire of %s at %s", name, fire_at.isoformat(), extra={"job": name})
         while not self._stop.is_set():
             now = self.clock.now()
-            while due and due[0][0] <= now:
-                slot, name = heapq.heappop(due)
+            while self._heap and self._heap[0][0] <= now:
+                fire_at, slot, name = heapq.heappop(self._heap)
+                if self._plan.get(name) != (fire_at, slot):
+                    continue  # planned before a reload changed or removed the job
                 job = self.config.jobs[name]
                 self._spawn(self.fire(job, slot))
-                heapq.heappush(due, (job.schedule.next_after(slot), name))
-            wait = (due[0][0] - now).total_seconds() if due else _MAX_SLEEP
-            await self._wait_for_stop(min(max(wait, 0.0), _MAX_SLEEP))
+                self._plan_next(job, after=slot)
+            wait = (self._heap[0][0] - now).total_seconds() if self._heap else _MAX_SLEEP
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_or_wake(), timeout=min(max(wait, 0.0), _MAX_SLEEP))
+
+    async def _stop_or_wake(self) -> None:
+        stop, wake = asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            wake.cancel()
+
+    def _plan_next(self, job: Job, *, after: datetime) -> None:
+        """Put the job's first slot after ``after`` on the timer (at its jitter offset, if it has one)."""
+        slot = job.schedule.next_after(after)
+        fire_at = slot + jitter_offset(job.name, slot, job.jitter) if job.jitter else slot
+        self._plan[job.name] = (fire_at, slot)
+        heapq.heappush(self._heap, (fire_at, slot, job.name))
+
+    def job(self, name: str) -> Job | None:
+        """A job of the current config, or one removed by a reload whose results are still followed."""
+        return self.config.jobs.get(name) or self._retired.get(name)
+
+    # -- reloading jobs.toml ----------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Ask for the config file to be read again now (SIGHUP)."""
+        self._reload_requested.set()
+
+    async def _watch_config_forever(self) -> None:
+        assert self.config_source is not None
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_requested.wait(), timeout=1.0)
+            asked = self._reload_requested.is_set()
+            self._reload_requested.clear()
+            if asked:
+                logger.info(
+                    "reloading %s (SIGHUP); environment settings (CEKURA_*, SCHEDULER_*) are read at start "
+                    "only: restart to change them",
+                    self.config_source.path,
+                )
+            if asked or self.config_source.changed():
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Read the config file again; apply it when valid, else keep running the current one and say why.
+
+        Returns whether a new version was applied.
+        """
+        assert self.config_source is not None
+        source = self.config_source
+        now = self.clock.now()
+        try:
+            new = await asyncio.to_thread(source.load)
+        except ConfigError as error:
+            fingerprint = await asyncio.to_thread(source.current_digest) or "unreadable"
+            self.config_errors = error.issues
+            if fingerprint != self._rejected_digest:
+                self._rejected_digest = fingerprint
+                for issue in error.issues:
+                    logger.error("config not applied: %s", issue)
+                detail = "\n".join(str(issue) for issue in error.issues)
+                await self._db_quietly(
+                    self.store.record_config_change,
+                    at=now,
+                    path=str(source.path),
+                    digest=fingerprint,
+                    valid=False,
+                    summary=detail,
+                )
+                self._spawn(
+                    self._send(
+                        self._daemon_channels(),
+                        daemon_alert(
+                            "config file invalid",
+                            f"{source.path} (version {fingerprint}) has {len(error.issues)} errors; the daemon keeps "
+                            f"running the previous version ({self.config.digest}).\n{detail}",
+                        ),
+                    )
+                )
+            return False
+        self.config_errors = []
+        self._rejected_digest = None
+        if new.digest == self.config.digest:
+            return False
+        diff = diff_configs(self.config, new)
+        old, self.config = self.config, new
+        for name in diff.removed:
+            self._plan.pop(name, None)
+            self._retired[name] = old.jobs[name]
+        for name in diff.added:
+            self._retired.pop(name, None)
+            if new.jobs[name].enabled:
+                self._plan_next(new.jobs[name], after=now)
+        for name, keys in diff.changed.items():
+            job = new.jobs[name]
+            if not job.enabled:
+                self._plan.pop(name, None)
+            elif SCHEDULE_KEYS & set(keys) or name not in self._plan:
+                # From now on: a slot already fired is not fired again, the one due next is not skipped.
+                self._plan_next(job, after=now)
+        self._wake.set()
+        logger.info("config %s applied (was %s): %s", new.digest, old.digest, diff.summary())
+        restart_only = [key for key in diff.daemon if key != "alerts"]
+        if restart_only:
+            logger.warning("[daemon] %s changed: takes effect after a restart", ", ".join(restart_only))
+        await self._db_quietly(
+            self.store.record_config_change,
+            at=now,
+            path=str(source.path),
+            digest=new.digest,
+            valid=True,
+            summary=diff.summary(),
+        )
+        return True
 
     async def _wait_for_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -558,7 +688,7 @@ class Daemon:
         Otherwise the POST never arrived: submit it now if the slot is still within the job's catch-up window,
         else record the slot as skipped (lost-before-submit) and alert.
         """
-        job = self.config.jobs.get(fire.job)
+        job = self.job(fire.job)
         self._submitting.add(fire.id)
         try:
             try:
@@ -589,11 +719,11 @@ class Daemon:
         if not await self._db(self.store.skip_claimed, fire.id, reason=SKIP_LOST, at=self.clock.now(), error=error):
             return
         logger.error("%s skipped (%s): %s", fire.submission_name, SKIP_LOST, error, extra={"job": fire.job})
-        job = self.config.jobs.get(fire.job)
+        job = self.job(fire.job)
         channels = job.alerts if job is not None else self._daemon_channels()
         if channels:
             alert = skipped_alert(fire, reason=SKIP_LOST, detail=error, zone=job.timezone if job else None)
-            self._spawn(send_to_all(self.alerts, channels, alert))
+            self._spawn(self._send(channels, alert))
 
     # -- following a result -----------------------------------------------------------------------------
 
@@ -609,7 +739,7 @@ class Daemon:
 
     async def _follow(self, fire: Fire) -> Fire:
         assert fire.result_id is not None
-        job = self.config.jobs.get(fire.job)
+        job = self.job(fire.job)
         interval = self.config.daemon.poll_interval.total_seconds()
         ceiling = self.config.daemon.poll_max_interval.total_seconds()
         timeout = job.result_timeout if job is not None else timedelta(hours=1)
@@ -660,7 +790,7 @@ class Daemon:
             runs = run_records(await self.cekura.get_result(fire.result_id))
         except CekuraError as error:
             logger.warning("ending the calls of result %d: %s", fire.result_id, error)
-        job = self.config.jobs.get(fire.job)
+        job = self.job(fire.job)
         limit = f" ({format_duration(job.result_timeout)})" if job is not None else ""
         return await self._finish(
             fire,
@@ -704,7 +834,7 @@ class Daemon:
     # -- alerts -----------------------------------------------------------------------------------------
 
     async def _alert_outcome(self, job_name: str, fire: Fire) -> None:
-        job = self.config.jobs.get(job_name)
+        job = self.job(job_name)
         channels = job.alerts if job is not None else ()
         zone = job.timezone if job is not None else None
         if fire.outcome == FAILED:
@@ -715,7 +845,14 @@ class Daemon:
                 return
             alert = recovery_alert(fire, zone=zone)
         if channels:
-            self._spawn(send_to_all(self.alerts, channels, alert))
+            self._spawn(self._send(channels, alert))
+
+    async def _send(self, channels: Iterable[str], alert: Alert) -> None:
+        """Deliver an alert to channels named in the config (as it is when the alert goes out)."""
+        known = [self.config.channels[name] for name in channels if name in self.config.channels]
+        for name in set(channels) - self.config.channels.keys():
+            logger.error("alert %r not sent to %s: no such channel in the config any more", alert.title, name)
+        await send_to_all(self.alerts, known, alert)
 
     def _daemon_channels(self) -> list[str]:
         if self.config.daemon.alerts:
@@ -729,7 +866,7 @@ class Daemon:
         if problem in self._daemon_problems:
             return
         self._daemon_problems.add(problem)
-        self._spawn(send_to_all(self.alerts, self._daemon_channels(), daemon_alert(problem, detail)))
+        self._spawn(self._send(self._daemon_channels(), daemon_alert(problem, detail)))
 
     def _daemon_problem_solved(self, problem: str) -> None:
         if problem in self._daemon_problems:

@@ -135,6 +135,29 @@ class RunRow(Base):
     fire: Mapped[FireRow] = relationship(back_populates="runs")
 
 
+class ConfigChangeRow(Base):
+    __tablename__ = "config_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    path: Mapped[str] = mapped_column(String(500))
+    digest: Mapped[str] = mapped_column(String(64))
+    valid: Mapped[bool] = mapped_column(Boolean)
+    summary: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One version of jobs.toml the daemon saw: applied (with what changed) or rejected (with its errors)."""
+
+    id: int
+    at: datetime
+    path: str
+    digest: str
+    valid: bool
+    summary: str
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One run of a result, as recorded."""
@@ -598,3 +621,18 @@ class Store:
                 if changed:
                     taken.append(_fire(session.get_one(FireRow, fire_id)))
         return taken
+
+    def record_config_change(self, *, at: datetime, path: str, digest: str, valid: bool, summary: str) -> None:
+        """Remember a version of the config file: applied, with its diff, or rejected, with its errors."""
+        with self._session("recording a config change") as session:
+            session.add(ConfigChangeRow(at=at, path=path, digest=digest, valid=valid, summary=summary))
+
+    def latest_config_change(self) -> ConfigChange | None:
+        """The newest version of the config file the daemon saw."""
+        with self._session("reading the latest config change") as session:
+            row = session.scalars(select(ConfigChangeRow).order_by(ConfigChangeRow.id.desc()).limit(1)).first()
+            if row is None:
+                return None
+            return ConfigChange(
+                id=row.id, at=row.at, path=row.path, digest=row.digest, valid=row.valid, summary=row.summary
+            )

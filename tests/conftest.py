@@ -193,7 +193,7 @@ def make_daemon(
         config=config,
         store=store,
         cekura=CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr(api_key)),
-        alerts=AppriseSender(channels=config.channels, backoff=0.01),
+        alerts=AppriseSender(backoff=0.01),
         sleep=_quick_sleep,
     )
 
