@@ -253,10 +253,26 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
 
 @main.command()
 def jobs() -> None:
-    """List the jobs of SCHEDULER_CONFIG: schedule, next fire and last outcome."""
+    """List the jobs of SCHEDULER_CONFIG: schedule, next fire and last outcome.
+
+    When the file is invalid, says so first: a running daemon keeps the last valid version until it is fixed.
+    """
     settings = _settings()
-    config = _config(settings.config_path)
-    last = _store(settings).last_fires_by_job()
+    store = _store(settings)
+    last = store.last_fires_by_job()
+    try:
+        config = load_config(settings.config_path, env=os.environ)
+    except ConfigError as error:
+        applied = store.latest_config_change()
+        click.echo(
+            f"CONFIG INVALID: {settings.config_path} has {len(error.issues)} errors; a running daemon keeps "
+            "the last valid version" + (f" (checked {applied.at:%Y-%m-%d %H:%M:%S} UTC)" if applied else "")
+        )
+        for issue in error.issues:
+            click.echo(f"  {issue}")
+        for name, newest in sorted(last.items()):
+            click.echo(f"{name}: last {_fire_outcome(newest)} at {_when(newest.slot)}")
+        raise click.exceptions.Exit(1) from None
     now = datetime.now(UTC)
     for job in config.jobs.values():
         fire = last.get(job.name)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
+from scheduler.schedules import jitter_offset
 from scheduler.simulator import Simulator
 from scheduler.store import Fire, Store
 from tests.conftest import API_KEY, JOB, AlertInbox, finished, make_daemon, prepare, run_daemon, submissions_by_name
@@ -180,3 +182,11 @@ def test_many_jobs_due_at_once_are_each_submitted_once(run: Callable[..., Store]
     first_slots = {finished(store, name)[0].slot for name in names}
     assert len(first_slots) <= 2  # they fired together, not one after the other
     assert all(count == 1 for count in submissions_by_name(simulator).values())
+
+
+def test_jitter_delays_each_fire_by_its_own_offset_but_keeps_the_slot(run: Callable[..., Store]) -> None:
+    jobs = '\n[jobs.spread]\nevery = "2s"\njitter = "1s"\nagent = 12\nscenarios = [101]\n'
+    store = run(jobs=jobs, until=lambda s: len(finished(s, "spread")) >= 3)
+    for fire in finished(store, "spread"):
+        assert fire.slot.second % 2 == 0 and fire.slot.microsecond == 0  # the slot is the schedule's
+        assert fire.fired_at >= fire.slot + jitter_offset("spread", fire.slot, timedelta(seconds=1))

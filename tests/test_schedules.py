@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.schedules import Schedule, format_duration, parse_duration, submission_name
+from scheduler.schedules import Schedule, format_duration, jitter_offset, parse_duration, submission_name
 
 NEW_YORK = ZoneInfo("America/New_York")
 SUNDAY = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)  # a Sunday, noon UTC
@@ -253,3 +253,31 @@ def test_an_hourly_wildcard_job_keeps_firing_through_the_repeated_hour() -> None
         datetime(2026, 11, 1, 6, 30, tzinfo=UTC),
         datetime(2026, 11, 1, 7, 0, tzinfo=UTC),
     ]
+
+
+def test_berlin_spring_forward_runs_a_skipped_local_time_once_an_hour_later() -> None:
+    # 2026-03-29 in Berlin: 02:00 CET jumps to 03:00 CEST, so 02:30 does not exist that day.
+    daily = Schedule.from_cron("30 2 * * *", ZoneInfo("Europe/Berlin"))
+    slots = daily.upcoming(datetime(2026, 3, 28, 12, 0, tzinfo=UTC), 3)
+    assert slots == [
+        datetime(2026, 3, 29, 1, 30, tzinfo=UTC),  # 03:30 CEST, the same offset into the new time
+        datetime(2026, 3, 30, 0, 30, tzinfo=UTC),  # 02:30 CEST again from the next day
+        datetime(2026, 3, 31, 0, 30, tzinfo=UTC),
+    ]
+
+
+def test_berlin_fall_back_runs_a_repeated_local_time_once_at_its_first_occurrence() -> None:
+    # 2026-10-25 in Berlin: 03:00 CEST falls back to 02:00 CET, so 02:30 happens at 00:30 and at 01:30 UTC.
+    daily = Schedule.from_cron("30 2 * * *", ZoneInfo("Europe/Berlin"))
+    slots = daily.upcoming(datetime(2026, 10, 24, 12, 0, tzinfo=UTC), 2)
+    assert slots == [datetime(2026, 10, 25, 0, 30, tzinfo=UTC), datetime(2026, 10, 26, 1, 30, tzinfo=UTC)]
+
+
+def test_jitter_is_the_same_for_a_slot_everywhere_and_spreads_slots_within_its_span() -> None:
+    span = timedelta(seconds=30)
+    slots = [datetime(2026, 11, 29, 3, minute, tzinfo=UTC) for minute in range(20)]
+    offsets = [jitter_offset("nightly", slot, span) for slot in slots]
+    assert offsets == [jitter_offset("nightly", slot, span) for slot in slots]  # replicas and restarts agree
+    assert all(timedelta(0) <= offset < span for offset in offsets)
+    assert len(set(offsets)) > 15  # spread, not one fixed delay
+    assert jitter_offset("other", slots[0], span) != offsets[0]

@@ -1,0 +1,218 @@
+"""Editing jobs.toml under a running daemon: atomic renames, in-place writes, an invalid edit and its repair.
+
+The daemon runs in-process against the simulator with a real SQLite file; the file is edited the way editors and
+deploy tools do it, and the simulator's log shows exactly which submissions arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+
+from scheduler.config import ConfigSource
+from scheduler.simulator import Simulator
+from scheduler.store import ConfigChange, ConfigChangeRow, Store
+from tests.conftest import API_KEY, HEADER, AlertInbox, make_daemon, prepare, submissions_by_name, wait_until
+
+Edit = tuple[float, Callable[[Path], None]]
+
+
+def job(name: str, every: str = "1s", scenario: int = 101) -> str:
+    return f'\n[jobs.{name}]\nevery = "{every}"\nagent = 12\nscenarios = [{scenario}]\n'
+
+
+def write_atomically(text: str) -> Callable[[Path], None]:
+    def edit(path: Path) -> None:
+        temporary = path.with_name(".jobs.toml.swp")
+        temporary.write_text(HEADER + text)
+        os.replace(temporary, path)  # what editors' rename-on-save and deploy tools do
+
+    return edit
+
+
+def write_in_place(text: str) -> Callable[[Path], None]:
+    def edit(path: Path) -> None:
+        with path.open("w") as file:  # same inode, new content: what `cat > jobs.toml` does
+            file.write(HEADER + text)
+
+    return edit
+
+
+def run_with_edits(
+    tmp_path: Path,
+    initial: str,
+    edits: list[Edit],
+    *,
+    simulator: Simulator,
+    inbox: AlertInbox,
+    database_url: str,
+    duration: float,
+) -> tuple[Store, dict[float, datetime]]:
+    """Run the daemon for ``duration`` seconds, applying each edit at its time; return when each edit happened."""
+    config, store = prepare(tmp_path, initial, inbox=inbox, database_url=database_url)
+    path = tmp_path / "jobs.toml"
+    source = ConfigSource(path, env={"INBOX": inbox.url})
+    edited: dict[float, datetime] = {}
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            daemon = make_daemon(config, store, http, simulator)
+            daemon.config_source = source
+            stop = asyncio.Event()
+            task = asyncio.create_task(daemon.run(stop))
+            started = asyncio.get_running_loop().time()
+            for at, edit in edits:
+                await asyncio.sleep(max(0.0, started + at - asyncio.get_running_loop().time()))
+                edit(path)
+                edited[at] = datetime.now(UTC)
+            await asyncio.sleep(max(0.0, started + duration - asyncio.get_running_loop().time()))
+            stop.set()
+            await task
+
+    asyncio.run(main())
+    return store, edited
+
+
+def config_changes(store: Store) -> list[ConfigChange]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(ConfigChangeRow).order_by(ConfigChangeRow.id)).all()
+    return [
+        ConfigChange(id=r.id, at=r.at, path=r.path, digest=r.digest, valid=r.valid, summary=r.summary) for r in rows
+    ]
+
+
+def slots_of(simulator: Simulator, job_name: str) -> list[datetime]:
+    return sorted(
+        datetime.strptime(name.split("@")[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        for name in submissions_by_name(simulator)
+        if name.startswith(f"{job_name}@")
+    )
+
+
+def test_an_atomic_rename_adds_and_removes_jobs_without_a_restart(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    store, edited = run_with_edits(
+        tmp_path,
+        job("old"),
+        [(2.5, write_atomically(job("new")))],
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        duration=6.0,
+    )
+
+    [change] = config_changes(store)
+    assert change.valid and change.summary == "added: new; removed: old"
+    assert change.at - edited[2.5] < timedelta(seconds=2.5)  # noticed within a couple of seconds
+    old, new = slots_of(simulator, "old"), slots_of(simulator, "new")
+    assert old and all(slot <= change.at for slot in old)  # nothing of the removed job after the change
+    assert new and all(slot > change.at for slot in new)
+    assert len(new) >= 2  # the added job keeps firing every second
+    assert all(count == 1 for count in submissions_by_name(simulator).values())
+
+
+def test_an_in_place_write_reschedules_a_changed_job(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    store, _ = run_with_edits(
+        tmp_path,
+        job("a", every="1h") + job("steady", every="1h"),
+        [(1.5, write_in_place(job("a", every="1s", scenario=202) + job("steady", every="1h")))],
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        duration=5.0,
+    )
+
+    [change] = config_changes(store)
+    assert change.summary == "changed: a (every, scenarios)"  # steady is untouched
+    slots = slots_of(simulator, "a")
+    assert len(slots) >= 2 and all(slot > change.at for slot in slots)
+    assert all(entry.body["scenarios"] == [{"scenario": 202}] for entry in simulator.submissions)
+    assert slots_of(simulator, "steady") == []
+
+
+def test_an_invalid_edit_keeps_the_old_jobs_running_and_alerts_once_until_repaired(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    broken = job("a") + 'timezon = "UTC"\n' + '\n[jobs.b]\ncron = "61 * * * *"\nagent = 1\nscenarios = [1]\n'
+    store, edited = run_with_edits(
+        tmp_path,
+        job("a"),
+        [
+            (1.5, write_in_place(broken)),
+            (3.0, write_in_place(broken + "# still broken\n")),
+            (5.0, write_atomically(job("a") + job("b"))),
+        ],
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        duration=8.0,
+    )
+
+    rejected, rejected_again, applied = config_changes(store)
+    assert not rejected.valid and not rejected_again.valid and applied.valid
+    path = tmp_path / "jobs.toml"
+    lines = (HEADER + broken).splitlines()
+    typo, cron = lines.index('timezon = "UTC"') + 1, lines.index('cron = "61 * * * *"') + 1
+    assert f"{path}:{typo}:1: job 'a': unknown key 'timezon' (did you mean 'timezone'?)" in rejected.summary
+    assert f"{path}:{cron}:1: job 'b': cron: invalid cron expression '61 * * * *'" in rejected.summary
+    assert applied.summary == "added: b"
+    # The old version ran on while the file was broken: job a was submitted every second in between.
+    during = [slot for slot in slots_of(simulator, "a") if edited[1.5] < slot < edited[5.0] - timedelta(seconds=1)]
+    assert len(during) >= 2
+    assert slots_of(simulator, "b") and all(slot > applied.at for slot in slots_of(simulator, "b"))
+    # One alert per bad version of the file, none for the repair.
+    assert [t for t in alert_inbox.titles() if "config" in t] == ["[cekura-scheduler] config file invalid"] * 2
+
+
+def test_jobs_command_says_the_file_is_invalid(tmp_path: Path) -> None:
+    (tmp_path / "jobs.toml").write_text('[jobs.a]\nevery = "1m"\nagent = 1\nscenarios = [1]\nenabeld = true\n')
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
+    env.update(SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"), SCHEDULER_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}")
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler", "jobs"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "CONFIG INVALID:" in result.stdout and "a running daemon keeps the last valid version" in result.stdout
+    assert "unknown key 'enabeld' (did you mean 'enabled'?)" in result.stdout
+
+
+def test_sighup_reloads_the_running_daemon(tmp_path: Path, simulator: Simulator) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(job("a", every="1h"))
+    database = tmp_path / "s.db"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
+    env.update(
+        CEKURA_API_KEY=API_KEY,
+        CEKURA_BASE_URL=simulator.base_url,
+        SCHEDULER_CONFIG=str(path),
+        SCHEDULER_DATABASE_URL=f"sqlite:///{database}",
+    )
+    process = subprocess.Popen([sys.executable, "-m", "scheduler", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: database.exists(), timeout=20)
+        time.sleep(1.5)
+        path.write_text(job("a", every="1s"))
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(simulator.submissions), timeout=20)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=40)
+    assert process.returncode == 0, stderr
+    assert "(SIGHUP); environment settings (CEKURA_*, SCHEDULER_*) are read at start only" in stderr
+    assert "applied" in stderr and "changed: a (every)" in stderr
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT count(*) FROM config_changes WHERE valid").fetchone()[0] == 1
