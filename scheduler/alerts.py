@@ -163,6 +163,6 @@ class AppriseSender:
         return False
 
 
-async def send_to_all(sender: AlertSender, channels: Iterable[AlertChannel], alert: Alert) -> None:
+async def send_to_all(sender: AlertSender, channels: Iterable[AlertChannel], alert: Alert) -> list[bool]:
     """Deliver to every channel at once, so a slow or failing channel does not hold up the others."""
-    await asyncio.gather(*(sender.send(channel, alert) for channel in channels))
+    return list(await asyncio.gather(*(sender.send(channel, alert) for channel in channels)))

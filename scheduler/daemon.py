@@ -45,8 +45,9 @@ from scheduler.errors import (
     SchedulerError,
     StoreError,
 )
+from scheduler.metrics import Metrics
 from scheduler.schedules import format_duration, jitter_offset, submission_name
-from scheduler.store import FAILED, PASSED, Fire, RunRecord, Store
+from scheduler.store import FAILED, PASSED, Fire, Hold, RunRecord, Store
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ T = TypeVar("T")
 
 SCHEDULED, MANUAL = "schedule", "manual"
 _SUBMIT_ATTEMPTS = 4
-_MAX_SLEEP = 60.0
+_MAX_SLEEP = 5.0  # the timer wakes at least this often, so liveness can be judged by its ticks
 _MAX_CATCH_UP_SLOTS = 1000
 
 # Why a slot was not submitted (fires.skip_reason).
@@ -63,6 +64,7 @@ SKIP_CATCH_UP = "catch_up_skip"
 SKIP_SUPERSEDED = "catch_up_latest"
 SKIP_TOO_OLD = "catch_up_window"
 SKIP_LOST = "lost-before-submit"
+SKIP_PAUSED = "paused"
 
 
 class Clock(Protocol):
@@ -132,8 +134,13 @@ class Daemon:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         owner: str | None = None,
         config_source: ConfigSource | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
+        self.metrics.in_flight.set_function(lambda: len(self._following))
+        self.started_at: datetime | None = None
+        self.ticked_at: datetime | None = None  # the timer's last turn: /healthz judges liveness by it
         self.config_source = config_source
         self.config_errors: list[ConfigIssue] = []  # the problems of the file on disk, while it is invalid
         self._rejected_digest: str | None = None
@@ -173,6 +180,8 @@ class Daemon:
             self.config.path,
         )
         now = self.clock.now()
+        self.started_at = self.ticked_at = now
+        self.metrics.up.set(1)
         await self._catch_up_after_downtime(jobs, now)
         background = [self._spawn(self._sweep_forever()), self._spawn(self._heartbeat_forever())]
         if self.config_source is not None:
@@ -182,6 +191,7 @@ class Daemon:
         finally:
             for task in background:
                 task.cancel()
+            self.metrics.up.set(0)
             await self._shut_down()
 
     async def _timer(self, jobs: list[Job], now: datetime) -> None:
@@ -190,7 +200,7 @@ class Daemon:
         for fire_at, _, name in sorted(self._heap)[:10]:
             logger.info("next fire of %s at %s", name, fire_at.isoformat(), extra={"job": name})
         while not self._stop.is_set():
-            now = self.clock.now()
+            now = self.ticked_at = self.clock.now()
             while self._heap and self._heap[0][0] <= now:
                 fire_at, slot, name = heapq.heappop(self._heap)
                 if self._plan.get(name) != (fire_at, slot):
@@ -217,6 +227,28 @@ class Daemon:
         fire_at = slot + jitter_offset(job.name, slot, job.jitter) if job.jitter else slot
         self._plan[job.name] = (fire_at, slot)
         heapq.heappush(self._heap, (fire_at, slot, job.name))
+
+    def next_fire(self, name: str) -> datetime | None:
+        """When the job fires next (its slot plus any jitter), or None when it is not planned."""
+        planned = self._plan.get(name)
+        return planned[0] if planned else None
+
+    async def pause(self, name: str, *, by: str, reason: str, until: datetime | None = None) -> Hold:
+        """Stop firing a job (its slots are recorded as skipped: paused) until resumed or ``until``."""
+        if name not in self.config.jobs:
+            raise SchedulerError(f"no job named {name!r}", permanent=True)
+        hold = await self._db(
+            self.store.add_hold, job=name, kind="pause", at=self.clock.now(), until=until, created_by=by, reason=reason
+        )
+        logger.warning("%s paused by %s: %s", name, by, reason, extra={"job": name})
+        return hold
+
+    async def resume(self, name: str, *, by: str) -> bool:
+        """Fire a paused job again from its next slot; False when it was not paused."""
+        ended = await self._db(self.store.end_holds, job=name, kind="pause", at=self.clock.now())
+        if ended:
+            logger.warning("%s resumed by %s", name, by, extra={"job": name})
+        return ended > 0
 
     def job(self, name: str) -> Job | None:
         """A job of the current config, or one removed by a reload whose results are still followed."""
@@ -280,10 +312,12 @@ class Daemon:
                         ),
                     )
                 )
+            self.metrics.config_reloads.labels("rejected").inc()
             return False
         self.config_errors = []
         self._rejected_digest = None
         if new.digest == self.config.digest:
+            self.metrics.config_reloads.labels("unchanged").inc()
             return False
         diff = diff_configs(self.config, new)
         old, self.config = self.config, new
@@ -302,6 +336,7 @@ class Daemon:
                 # From now on: a slot already fired is not fired again, the one due next is not skipped.
                 self._plan_next(job, after=now)
         self._wake.set()
+        self.metrics.config_reloads.labels("applied").inc()
         logger.info("config %s applied (was %s): %s", new.digest, old.digest, diff.summary())
         restart_only = [key for key in diff.daemon if key != "alerts"]
         if restart_only:
@@ -477,6 +512,7 @@ class Daemon:
 
     async def _record_skip(self, job: Job, slot: datetime, reason: str) -> Fire | None:
         name = submission_name(job.name, slot)
+        self.metrics.skipped.labels(job.name, reason).inc()
         try:
             return await self._db(
                 self.store.record_skipped,
@@ -507,6 +543,11 @@ class Daemon:
         submission = build_submission(job, name)
         self.stats.fired += 1
         try:
+            if trigger == SCHEDULED and any(
+                hold.kind == "pause" for hold in await self._db(self.store.active_holds, at=slot, job=job.name)
+            ):
+                logger.info("%s skipped: the job is paused", name, extra=extra)
+                return await self._record_skip(job, slot, SKIP_PAUSED)
             if trigger == SCHEDULED and job.overlap == "skip" and await self._db(self.store.job_busy, job.name):
                 logger.warning(
                     "%s skipped: the previous result of %s is still running (overlap = skip)",
@@ -542,6 +583,8 @@ class Daemon:
             logger.debug("%s already claimed; not submitting it again", name, extra=extra)
             return None
         self._daemon_problem_solved("database unreachable")
+        if trigger == SCHEDULED:
+            self.metrics.fire_lag.observe(max(0.0, (now - slot).total_seconds()))
         if self._unrecorded:
             self._spawn(self._catch_up_unrecorded())
         logger.info("firing %s (%d runs)", name, job.runs_per_fire, extra=extra)
@@ -663,6 +706,8 @@ class Daemon:
 
     async def _record_submit_error(self, job: Job, fire: Fire, error: CekuraError, *, alert: bool = True) -> Fire:
         self.stats.submit_errors += 1
+        kind = type(error).__name__.removeprefix("Cekura").removesuffix("Error").lower() or "other"
+        self.metrics.submission_errors.labels(kind).inc()
         logger.error(
             "%s not submitted: %s", fire.submission_name, error, extra={"job": job.name, "slot": fire.slot.isoformat()}
         )
@@ -678,6 +723,7 @@ class Daemon:
         assert refreshed is not None
         if finished:
             self.stats.failed += 1
+            self.metrics.fires.labels(job.name, FAILED).inc()
             if alert:
                 await self._alert_outcome(job.name, refreshed)
         return refreshed
@@ -719,6 +765,7 @@ class Daemon:
         if not await self._db(self.store.skip_claimed, fire.id, reason=SKIP_LOST, at=self.clock.now(), error=error):
             return
         logger.error("%s skipped (%s): %s", fire.submission_name, SKIP_LOST, error, extra={"job": fire.job})
+        self.metrics.skipped.labels(fire.job, SKIP_LOST).inc()
         job = self.job(fire.job)
         channels = job.alerts if job is not None else self._daemon_channels()
         if channels:
@@ -755,13 +802,17 @@ class Daemon:
             try:
                 result = await self.cekura.get_result(fire.result_id)
             except CekuraNotFoundError as error:
+                self.metrics.polls.labels("not found").inc()
                 return await self._finish(fire, outcome=FAILED, error=error.message, result_status="not found")
             except CekuraAuthError as error:
+                self.metrics.polls.labels("error").inc()
                 await self._daemon_problem("Cekura rejects the API key", error.message)
                 continue
             except CekuraError as error:
+                self.metrics.polls.labels("error").inc()
                 logger.warning("polling result %d: %s", fire.result_id, error, extra=extra)
                 continue
+            self.metrics.polls.labels(result.status).inc()
             if result.status != last_status:
                 logger.info("result %d is %s", fire.result_id, result.status, extra=extra)
                 last_status = result.status
@@ -828,6 +879,7 @@ class Daemon:
             self.stats.passed += 1
         else:
             self.stats.failed += 1
+        self.metrics.fires.labels(fire.job, outcome).inc()
         await self._alert_outcome(fire.job, refreshed)
         return refreshed
 
@@ -852,7 +904,9 @@ class Daemon:
         known = [self.config.channels[name] for name in channels if name in self.config.channels]
         for name in set(channels) - self.config.channels.keys():
             logger.error("alert %r not sent to %s: no such channel in the config any more", alert.title, name)
-        await send_to_all(self.alerts, known, alert)
+        delivered = await send_to_all(self.alerts, known, alert)
+        for channel, ok in zip(known, delivered, strict=True):
+            self.metrics.alert_deliveries.labels(channel.name, "sent" if ok else "failed").inc()
 
     def _daemon_channels(self) -> list[str]:
         if self.config.daemon.alerts:

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         "text", validation_alias=AliasChoices("SCHEDULER_LOG_FORMAT", "log_format")
     )
 
+    http_addr: str = Field("127.0.0.1:8787", validation_alias=AliasChoices("SCHEDULER_HTTP_ADDR", "http_addr"))
+    http_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SCHEDULER_HTTP_TOKEN", "http_token"))
+
     @model_validator(mode="after")
     def _read_key_file(self) -> Settings:
         if self.api_key is None and self.api_key_file is not None:
@@ -42,6 +45,24 @@ class Settings(BaseSettings):
                 self.api_key = SecretStr(self.api_key_file.read_text(encoding="utf-8").strip())
             except OSError as error:
                 raise ValueError(f"CEKURA_API_KEY_FILE {self.api_key_file}: {error.strerror}") from None
+        return self
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        """SCHEDULER_HTTP_ADDR split into host and port."""
+        host, _, port = self.http_addr.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @model_validator(mode="after")
+    def _token_when_exposed(self) -> Settings:
+        try:
+            host, _ = self.http_host_port
+        except ValueError:
+            raise ValueError(f"SCHEDULER_HTTP_ADDR {self.http_addr!r}: use host:port, e.g. 127.0.0.1:8787") from None
+        if host not in ("127.0.0.1", "localhost", "::1") and self.http_token is None:
+            raise ValueError(
+                f"SCHEDULER_HTTP_ADDR {self.http_addr} listens beyond this machine: set SCHEDULER_HTTP_TOKEN too"
+            )
         return self
 
     @property

@@ -146,6 +146,33 @@ class ConfigChangeRow(Base):
     summary: Mapped[str] = mapped_column(Text)
 
 
+class HoldRow(Base):
+    __tablename__ = "holds"
+    __table_args__ = (Index("ix_holds_job_kind", "job", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # pause: slots are skipped; silence: alerts are held
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A pause (no fires) or a silence (no alerts) of one job, from a person, with who and why."""
+
+    id: int
+    job: str
+    kind: str
+    starts_at: datetime
+    until: datetime | None
+    created_by: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class ConfigChange:
     """One version of jobs.toml the daemon saw: applied (with what changed) or rejected (with its errors)."""
@@ -636,3 +663,51 @@ class Store:
             return ConfigChange(
                 id=row.id, at=row.at, path=row.path, digest=row.digest, valid=row.valid, summary=row.summary
             )
+
+    def add_hold(
+        self, *, job: str, kind: str, at: datetime, until: datetime | None, created_by: str, reason: str
+    ) -> Hold:
+        """Pause a job or silence its alerts, from ``at`` until ``until`` (None: until ended)."""
+        row = HoldRow(job=job, kind=kind, starts_at=at, until=until, created_by=created_by, reason=reason)
+        with self._session(f"recording a {kind} of {job}") as session:
+            session.add(row)
+            session.flush()
+            return Hold(id=row.id, job=job, kind=kind, starts_at=at, until=until, created_by=created_by, reason=reason)
+
+    def end_holds(self, *, job: str, kind: str, at: datetime) -> int:
+        """End the job's active holds of this kind now; returns how many were ended."""
+        with self._session(f"ending the {kind} of {job}") as session:
+            return int(
+                session.execute(  # type: ignore[attr-defined]
+                    update(HoldRow)
+                    .where(
+                        HoldRow.job == job,
+                        HoldRow.kind == kind,
+                        HoldRow.ended_at.is_(None),
+                        or_(HoldRow.until.is_(None), HoldRow.until > at),
+                    )
+                    .values(ended_at=at)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            )
+
+    def active_holds(self, *, at: datetime, job: str | None = None) -> list[Hold]:
+        """The pauses and silences in force at ``at``."""
+        with self._session("reading pauses and silences") as session:
+            query = select(HoldRow).where(
+                HoldRow.ended_at.is_(None), HoldRow.starts_at <= at, or_(HoldRow.until.is_(None), HoldRow.until > at)
+            )
+            if job is not None:
+                query = query.where(HoldRow.job == job)
+            return [
+                Hold(
+                    id=row.id,
+                    job=row.job,
+                    kind=row.kind,
+                    starts_at=row.starts_at,
+                    until=row.until,
+                    created_by=row.created_by,
+                    reason=row.reason,
+                )
+                for row in session.scalars(query.order_by(HoldRow.id))
+            ]
