@@ -12,12 +12,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import field as dataclass_field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from scheduler.errors import ConfigError, ConfigIssue
 from scheduler.schedules import Schedule, parse_duration
@@ -78,6 +79,7 @@ class DaemonConfig(_Strict):
     poll_max_interval: timedelta = timedelta(seconds=60)
     alerts: tuple[str, ...] = ()
     lease: timedelta = timedelta(seconds=30)
+    max_runs_per_day: int | None = Field(None, ge=1)
 
     _durations = field_validator("poll_interval", "poll_max_interval", "lease", mode="before")(_duration)
 
@@ -96,8 +98,16 @@ class JobDefaults(_Strict):
     catch_up_window: timedelta | None = None
     overlap: Overlap | None = None
     jitter: timedelta | None = None
+    failure_threshold: int | None = Field(None, ge=1)
+    success_threshold: int | None = Field(None, ge=1)
+    send_resolved: bool | None = None
+    remind_every: timedelta | None = None
+    project_id: int | None = Field(None, gt=0)
+    max_runs_per_day: int | None = Field(None, ge=1)
 
-    _durations = field_validator("result_timeout", "catch_up_window", "jitter", mode="before")(_duration)
+    _durations = field_validator("result_timeout", "catch_up_window", "jitter", "remind_every", mode="before")(
+        _duration
+    )
     _zones = field_validator("timezone", mode="before")(_zone)
 
 
@@ -119,9 +129,17 @@ class Job(_Strict):
     catch_up_window: timedelta = timedelta(hours=1)
     overlap: Overlap = "skip"
     jitter: timedelta | None = None
+    failure_threshold: int = Field(1, ge=1)
+    success_threshold: int = Field(1, ge=1)
+    send_resolved: bool = True
+    remind_every: timedelta | None = None
+    project_id: int | None = Field(None, gt=0)
+    max_runs_per_day: int | None = Field(None, ge=1)
     body: dict[str, Any] = Field(default_factory=dict)
 
-    _durations = field_validator("every", "result_timeout", "catch_up_window", "jitter", mode="before")(_duration)
+    _durations = field_validator("every", "result_timeout", "catch_up_window", "jitter", "remind_every", mode="before")(
+        _duration
+    )
     _zones = field_validator("timezone", mode="before")(_zone)
 
     @field_validator("cron")
@@ -164,10 +182,95 @@ class Job(_Strict):
 
 
 class AlertChannel(_Strict):
-    """An ``[alerts.<name>]`` table: where alerts go, as an Apprise URL (it may hold secrets)."""
+    """An ``[alerts.<name>]`` table: where alerts go, as an Apprise URL (it may hold secrets).
+
+    The incident settings set here override the job's for this channel (e.g. page only after 3 failures).
+    """
 
     name: str
     url: SecretStr
+    failure_threshold: int | None = Field(None, ge=1)
+    success_threshold: int | None = Field(None, ge=1)
+    send_resolved: bool | None = None
+    remind_every: timedelta | None = None
+
+    _durations = field_validator("remind_every", mode="before")(_duration)
+
+
+@dataclass(frozen=True)
+class IncidentPolicy:
+    """When a channel hears about a job's failures: the job's settings, overridden by the channel's."""
+
+    failure_threshold: int
+    success_threshold: int
+    send_resolved: bool
+    remind_every: timedelta | None
+
+
+def incident_policy(job: Job, channel: AlertChannel) -> IncidentPolicy:
+    """The incident settings one channel applies to one job."""
+    return IncidentPolicy(
+        failure_threshold=channel.failure_threshold or job.failure_threshold,
+        success_threshold=channel.success_threshold or job.success_threshold,
+        send_resolved=job.send_resolved if channel.send_resolved is None else channel.send_resolved,
+        remind_every=channel.remind_every or job.remind_every,
+    )
+
+
+class Maintenance(_Strict):
+    """A ``[maintenance.<name>]`` window: planned work during which jobs pause or their alerts are held."""
+
+    name: str
+    cron: str | None = None
+    duration: timedelta | None = None
+    timezone: ZoneInfo = ZoneInfo("UTC")
+    start: datetime | None = None
+    end: datetime | None = None
+    jobs: tuple[str, ...] | None = None  # None: every job
+    mode: Literal["pause", "mute"] = "mute"
+
+    _durations = field_validator("duration", mode="before")(_duration)
+    _zones = field_validator("timezone", mode="before")(_zone)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            Schedule.from_cron(value, ZoneInfo("UTC"))
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Maintenance:
+        recurring = self.cron is not None or self.duration is not None
+        fixed = self.start is not None or self.end is not None
+        if (
+            recurring == fixed
+            or (recurring and (self.cron is None or self.duration is None))
+            or (fixed and (self.start is None or self.end is None))
+        ):
+            raise ValueError("give either cron and duration (a recurring window) or start and end (a fixed one)")
+        if fixed:
+            assert self.start is not None and self.end is not None
+            if self.start.tzinfo is None or self.end.tzinfo is None:
+                raise ValueError("start and end need an offset, e.g. 2026-12-01T02:00:00+01:00")
+            if self.end <= self.start:
+                raise ValueError("end must come after start")
+        return self
+
+    def applies_to(self, job: str) -> bool:
+        return self.jobs is None or job in self.jobs
+
+    def window_at(self, instant: datetime) -> tuple[datetime, datetime] | None:
+        """The (start, end) of the window that contains ``instant``, or None when none does."""
+        if self.start is not None and self.end is not None:
+            return (self.start, self.end) if self.start <= instant < self.end else None
+        assert self.cron is not None and self.duration is not None
+        starts, _ = Schedule.from_cron(self.cron, self.timezone).slots_between(
+            instant - self.duration, instant, limit=1
+        )
+        if starts and instant < starts[-1] + self.duration:
+            return starts[-1], starts[-1] + self.duration
+        return None
 
 
 @dataclass(frozen=True)
@@ -179,6 +282,16 @@ class Config:
     jobs: dict[str, Job]
     channels: dict[str, AlertChannel]
     digest: str = ""
+    maintenance: dict[str, Maintenance] = dataclass_field(default_factory=dict)
+
+    def maintenance_at(self, job: str, instant: datetime) -> tuple[Maintenance, datetime] | None:
+        """The maintenance window covering this job at this instant, with its end; pause wins over mute."""
+        found: list[tuple[Maintenance, datetime]] = []
+        for window in self.maintenance.values():
+            if window.applies_to(job) and (span := window.window_at(instant)) is not None:
+                found.append((window, span[1]))
+        found.sort(key=lambda item: item[0].mode != "pause")
+        return found[0] if found else None
 
 
 class _Locator:
@@ -319,11 +432,11 @@ def parse_config(text: str, *, path: Path, env: Mapping[str, str]) -> Config:
             [ConfigIssue(path=str(path), line=line, column=column, message=f"not valid TOML: {message}")]
         ) from None
     raw = _interpolate(raw, (), env, issues)
-    for name in ("daemon", "defaults", "jobs", "alerts"):
+    for name in ("daemon", "defaults", "jobs", "alerts", "maintenance"):
         if name in raw and not isinstance(raw[name], dict):
             issues.add((name,), f"{name} must be a table, e.g. [{name}]")
             raw.pop(name)
-    sections = {"daemon", "defaults", "jobs", "alerts"}
+    sections = {"daemon", "defaults", "jobs", "alerts", "maintenance"}
     for key in raw.keys() - sections:
         close = difflib.get_close_matches(key, sections, n=1)
         hint = f" (did you mean [{close[0]}]?)" if close else ""
@@ -359,9 +472,21 @@ def parse_config(text: str, *, path: Path, env: Mapping[str, str]) -> Config:
         if channel not in channels:
             issues.add(("daemon", "alerts"), f"alert channel {channel!r} is not defined under [alerts]")
 
+    maintenance: dict[str, Maintenance] = {}
+    for name, table in raw.get("maintenance", {}).items():
+        try:
+            window = Maintenance.model_validate({**table, "name": name} if isinstance(table, dict) else table)
+        except ValidationError as error:
+            issues.add_validation(("maintenance", name), error, Maintenance.model_fields)
+            continue
+        for job_name in window.jobs or ():
+            if job_name not in jobs and job_name not in raw.get("jobs", {}):
+                issues.add(("maintenance", name, "jobs"), f"job {job_name!r} is not defined under [jobs]")
+        maintenance[name] = window
+
     if issues.items:
         raise ConfigError(sorted(issues.items, key=lambda issue: (issue.line or 0, issue.column or 0)))
-    return Config(path=path, daemon=daemon, jobs=jobs, channels=channels, digest=digest(text))
+    return Config(path=path, daemon=daemon, jobs=jobs, channels=channels, digest=digest(text), maintenance=maintenance)
 
 
 def load_config(path: Path, *, env: Mapping[str, str]) -> Config:
