@@ -1,117 +1,269 @@
-"""Alerts: what a failed, recovered or stuck check tells a person, and its delivery through Apprise.
+"""Alerts: incidents with thresholds, what an alert says, and its delivery through the outbox and Apprise.
 
-Messages are built from what the store recorded (the fire and its runs), so the same text comes out after a
-restart. Delivery retries with backoff; a channel that fails is logged by its name, never by its URL (Apprise
-URLs hold tokens).
+A job's failures open an incident per channel once ``failure_threshold`` outcomes in a row have failed; it
+resolves after ``success_threshold`` passes. Each alert is first a structured payload (stored in the outbox,
+so the same message survives a restart), rendered for its channel when it is delivered: Markdown for chat and
+email, a JSON document for ``json://`` webhooks. Channels are logged by name, never by URL (URLs hold tokens).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import apprise
 
-from scheduler.config import AlertChannel
-from scheduler.store import Fire
+from scheduler.config import AlertChannel, Job, incident_policy
+from scheduler.store import FAILED, PASSED, Fire, IncidentAction, JobHistory, Notice, OutboxItem, Router, Store
 
 logger = logging.getLogger(__name__)
 
-FAILED, RECOVERED, DAEMON = "failed", "recovered", "daemon"
+PREFIX = "[cekura-scheduler]"
+DASHBOARD = "https://dashboard.cekura.ai"
 _MAX_LISTED_RUNS = 10
+
+# Payload events (the ``event`` field of the JSON document a json:// webhook receives).
+OPENED, REMINDER, RESOLVED = "opened", "reminder", "resolved"
+DAEMON_PROBLEM, DAEMON_RESOLVED = "daemon_problem", "daemon_resolved"
+SKIPPED, BUDGET, TEST = "skipped", "budget", "test"
 
 
 @dataclass(frozen=True)
 class Alert:
-    """One message for people: a kind (failed, recovered, daemon), a title and a plain-text body."""
+    """One rendered message: a title and a body in a format Apprise understands."""
 
     kind: str
     title: str
     body: str
+    body_format: str = apprise.NotifyFormat.MARKDOWN
     job: str | None = None
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What a channel answered: accepted or not, and in words (Apprise's own account of a failure)."""
+
+    ok: bool
+    detail: str = ""
+
+
 class AlertSender(Protocol):
-    """Delivers an alert to one channel; returns whether the channel accepted it."""
+    """Delivers a rendered alert to one channel, once."""
 
-    async def send(self, channel: AlertChannel, alert: Alert) -> bool: ...
-
-
-def _slot_text(fire: Fire, zone: tzinfo | None) -> str:
-    utc = fire.slot.strftime("%Y-%m-%d %H:%M:%S UTC")
-    if zone is None or str(zone) == "UTC":
-        return utc
-    return f"{fire.slot.astimezone(zone):%Y-%m-%d %H:%M:%S %Z} ({utc})"
+    async def send(self, channel: AlertChannel, alert: Alert) -> Delivery: ...
 
 
-def failure_alert(fire: Fire, *, zone: tzinfo | None = None) -> Alert:
-    """The alert for a failed outcome: which job and slot, what failed and why, and the result id."""
-    lines = [f"Job: {fire.job}", f"Slot: {_slot_text(fire, zone)}"]
-    if fire.result_id is not None:
-        lines.append(f"Cekura result: {fire.result_id} (status {fire.result_status or 'unknown'})")
-    if fire.success_rate is not None:
-        lines.append(f"Success rate: {fire.success_rate:g}")
-    if fire.error:
-        lines.append(f"Error: {fire.error}")
+# -- payloads: the structured content of an alert ---------------------------------------------------------
+
+
+def _iso(instant: datetime | None) -> str | None:
+    return instant.isoformat().replace("+00:00", "Z") if instant is not None else None
+
+
+def _local(instant: datetime, zone: tzinfo | None) -> str:
+    zone = zone or ZoneInfo("UTC")
+    return f"{instant.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+
+
+def outcome_payload(
+    event: str, fire: Fire, *, job: Job | None, failing_since: datetime | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Everything an on-call person needs about a job's outcome, as data."""
+    zone = job.timezone if job is not None else None
     failed_runs = [run for run in fire.runs if run.success is False or run.status in ("failed", "timeout")]
-    if failed_runs:
-        lines.append(f"Failed runs ({len(failed_runs)} of {len(fire.runs)}):")
-        for run in failed_runs[:_MAX_LISTED_RUNS]:
-            label = run.scenario_name or f"scenario {run.scenario}"
-            detail = f"  - {label} (run {run.run_id}, {run.status})"
-            if run.error_message:
-                detail += f": {run.error_message}"
+    project = job.project_id if job is not None else None
+    return {
+        "event": event,
+        "job": fire.job,
+        "slot": _iso(fire.slot),
+        "slot_local": _local(fire.slot, zone),
+        "timezone": str(zone or "UTC"),
+        "outcome": fire.outcome,
+        "result_id": fire.result_id,
+        "result_status": fire.result_status,
+        "success_rate": fire.success_rate,
+        "error": fire.error,
+        "runs_total": len(fire.runs),
+        "failed_runs": [
+            {
+                "run_id": run.run_id,
+                "scenario": run.scenario,
+                "scenario_name": run.scenario_name,
+                "status": run.status,
+                "error_message": run.error_message,
+                "failed_metrics": run.failed_metrics,
+            }
+            for run in failed_runs
+        ],
+        "failure_analysis": [
+            issue.get("description")
+            for issue in (fire.failed_reasons or {}).get("issues", [])
+            if isinstance(issue, dict)
+        ],
+        "failing_since": _iso(failing_since),
+        "failing_for": str(now - failing_since).split(".")[0] if now and failing_since else None,
+        "dashboard_url": f"{DASHBOARD}/{project}/results/{fire.result_id}" if project and fire.result_id else None,
+    }
+
+
+def daemon_payload(event: str, problem: str, detail: str) -> dict[str, Any]:
+    """A problem of the scheduler itself (API key refused, database unreachable, config invalid...)."""
+    return {"event": event, "problem": problem, "detail": detail}
+
+
+def notice_payload(
+    event: str, *, job: str, slot: datetime, zone: tzinfo | None, reason: str, detail: str
+) -> dict[str, Any]:
+    """A slot that will not run (lost, over budget), said once."""
+    return {
+        "event": event,
+        "job": job,
+        "slot": _iso(slot),
+        "slot_local": _local(slot, zone),
+        "reason": reason,
+        "detail": detail,
+    }
+
+
+# -- rendering ------------------------------------------------------------------------------------------------
+
+
+def title_of(payload: Mapping[str, Any]) -> str:
+    """The one-line title of an alert."""
+    event, job = payload.get("event"), payload.get("job")
+    if event in (OPENED, REMINDER):
+        failed, total = len(payload.get("failed_runs") or []), payload.get("runs_total") or 0
+        if payload.get("result_id") is None:
+            what = "submission failed"
+        elif payload.get("result_status") == "completed" and failed:
+            what = f"{failed} of {total} runs failed"
+        else:
+            what = f"result {payload.get('result_status') or 'failed'}"
+        if event == REMINDER:
+            return f"{PREFIX} REMINDER {job} still failing (for {payload.get('failing_for') or '?'}): {what}"
+        return f"{PREFIX} FAILED {job}: {what}"
+    if event == RESOLVED:
+        return f"{PREFIX} RECOVERED {job}"
+    if event == DAEMON_PROBLEM:
+        return f"{PREFIX} {payload['problem']}"
+    if event == DAEMON_RESOLVED:
+        return f"{PREFIX} RESOLVED: {payload['problem']}"
+    if event in (SKIPPED, BUDGET):
+        return f"{PREFIX} SKIPPED {job}: {payload.get('reason')}"
+    return f"{PREFIX} test message"
+
+
+def _markdown(payload: Mapping[str, Any]) -> str:
+    event = payload.get("event")
+    if event in (DAEMON_PROBLEM, DAEMON_RESOLVED):
+        return str(payload.get("detail") or "")
+    if event == TEST:
+        return "This is a test message from cekura-scheduler: this channel works."
+    lines = [f"**Job:** {payload.get('job')}", f"**Slot:** {payload.get('slot_local')} ({payload.get('slot')})"]
+    if event in (SKIPPED, BUDGET):
+        return "\n".join([*lines, f"**Reason:** {payload.get('reason')}: {payload.get('detail')}"])
+    if payload.get("result_id") is not None:
+        lines.append(f"**Cekura result:** {payload['result_id']} (status {payload.get('result_status') or '?'})")
+    if payload.get("success_rate") is not None:
+        lines.append(f"**Success rate:** {payload['success_rate']:g}")
+    if payload.get("failing_since") and event != RESOLVED:
+        lines.append(f"**Failing since:** {payload['failing_since']} ({payload.get('failing_for')})")
+    if payload.get("error"):
+        lines.append(f"**Error:** {payload['error']}")
+    failed = payload.get("failed_runs") or []
+    if failed and event != RESOLVED:
+        lines.append(f"**Failed runs ({len(failed)} of {payload.get('runs_total')}):**")
+        for run in failed[:_MAX_LISTED_RUNS]:
+            label = run.get("scenario_name") or f"scenario {run.get('scenario')}"
+            detail = f"- {label} (run {run.get('run_id')}, {run.get('status')})"
+            if run.get("error_message"):
+                detail += f": {run['error_message']}"
             lines.append(detail)
-            for metric in run.failed_metrics:
-                explanation = metric.get("explanation") or "no explanation"
-                lines.append(f"      {metric.get('name', 'metric')}: {explanation}")
-        if len(failed_runs) > _MAX_LISTED_RUNS:
-            lines.append(f"  ... and {len(failed_runs) - _MAX_LISTED_RUNS} more")
-    issues = (fire.failed_reasons or {}).get("issues") or []
-    if issues:
-        lines.append("Cekura's failure analysis:")
-        for issue in issues[:5]:
-            if isinstance(issue, dict):
-                lines.append(f"  - {issue.get('description', '?')} ({issue.get('affected_count', '?')} runs)")
-    if fire.result_id is None:
-        what = "submission failed"
-    elif fire.result_status == "completed" and failed_runs:
-        what = f"{len(failed_runs)} of {len(fire.runs)} runs failed"
-    else:
-        what = f"result {fire.result_status or 'failed'}"
-    return Alert(
-        kind=FAILED, title=f"[cekura-scheduler] FAILED {fire.job}: {what}", body="\n".join(lines), job=fire.job
-    )
+            for metric in run.get("failed_metrics") or []:
+                lines.append(f"    - {metric.get('name', 'metric')}: {metric.get('explanation') or 'no explanation'}")
+        if len(failed) > _MAX_LISTED_RUNS:
+            lines.append(f"- ... and {len(failed) - _MAX_LISTED_RUNS} more")
+    analysis = [item for item in payload.get("failure_analysis") or [] if item]
+    if analysis and event != RESOLVED:
+        lines.append("**Cekura's failure analysis:**")
+        lines.extend(f"- {item}" for item in analysis[:5])
+    if payload.get("dashboard_url"):
+        lines.append(f"[Open the result in Cekura]({payload['dashboard_url']})")
+    return "\n".join(lines)
 
 
-def recovery_alert(fire: Fire, *, zone: tzinfo | None = None) -> Alert:
-    """The alert for a job that passes again after failing."""
-    lines = [f"Job: {fire.job}", f"Slot: {_slot_text(fire, zone)}", f"Cekura result: {fire.result_id} passed"]
-    if fire.success_rate is not None:
-        lines.append(f"Success rate: {fire.success_rate:g}")
-    return Alert(kind=RECOVERED, title=f"[cekura-scheduler] RECOVERED {fire.job}", body="\n".join(lines), job=fire.job)
+def render(payload: Mapping[str, Any], channel: AlertChannel) -> Alert:
+    """The alert as one channel gets it: a JSON document for json:// webhooks, Markdown elsewhere."""
+    title = title_of(payload)
+    scheme = channel.url.get_secret_value().split("://", 1)[0].lower()
+    kind = str(payload.get("event"))
+    if scheme in ("json", "jsons"):
+        document = json.dumps({"title": title, **payload}, default=str)
+        return Alert(
+            kind=kind, title=title, body=document, body_format=apprise.NotifyFormat.TEXT, job=payload.get("job")
+        )
+    return Alert(kind=kind, title=title, body=_markdown(payload), job=payload.get("job"))
 
 
-def skipped_alert(fire: Fire, *, reason: str, detail: str, zone: tzinfo | None = None) -> Alert:
-    """The alert for a slot that will never run (e.g. its submission was lost before it reached Cekura)."""
-    body = "\n".join([f"Job: {fire.job}", f"Slot: {_slot_text(fire, zone)}", f"Reason: {reason}: {detail}"])
-    return Alert(kind=FAILED, title=f"[cekura-scheduler] SKIPPED {fire.job}: {reason}", body=body, job=fire.job)
+# -- incidents: when a channel hears about a job ------------------------------------------------------------
 
 
-def daemon_alert(problem: str, detail: str) -> Alert:
-    """An alert about the scheduler itself (API key refused, database unreachable, ...)."""
-    return Alert(kind=DAEMON, title=f"[cekura-scheduler] {problem}", body=detail)
+def job_router(*, job: Job, channels: Mapping[str, AlertChannel], now: datetime, held_until: datetime | None) -> Router:
+    """How one finished fire moves the job's incidents, channel by channel (applied inside the store's transaction).
 
+    ``held_until`` is the end of a mute (maintenance window or silence): messages wait in the outbox until then,
+    and are cancelled if the incident resolves first.
+    """
+
+    def route(history: JobHistory) -> list[IncidentAction]:
+        if not history.outcomes:
+            return []
+        fire = history.fire
+        latest = history.outcomes[0][0]
+        streak = 0
+        for outcome, _ in history.outcomes:
+            if outcome != latest:
+                break
+            streak += 1
+        failing_since = history.outcomes[streak - 1][1] if latest == FAILED else None
+        deliver_at = held_until or now
+        actions: list[IncidentAction] = []
+        for name in job.alerts:
+            if name not in channels:
+                continue
+            policy = incident_policy(job, channels[name])
+            is_open = name in history.open
+            if latest == FAILED and not is_open and streak >= policy.failure_threshold:
+                payload = outcome_payload(OPENED, fire, job=job, failing_since=failing_since, now=now)
+                actions.append(IncidentAction("open", name, Notice(OPENED, payload, deliver_at), failing_since))
+            elif latest == PASSED and is_open and streak >= policy.success_threshold:
+                since = history.open[name].failing_since
+                payload = outcome_payload(RESOLVED, fire, job=job, failing_since=since, now=now)
+                notice = Notice(RESOLVED, payload, deliver_at) if policy.send_resolved else None
+                actions.append(IncidentAction("resolve", name, notice))
+        return actions
+
+    return route
+
+
+# -- delivery ---------------------------------------------------------------------------------------------
 
 _NOTIFY_TYPES = {
-    FAILED: apprise.NotifyType.FAILURE,
-    RECOVERED: apprise.NotifyType.SUCCESS,
-    DAEMON: apprise.NotifyType.WARNING,
+    OPENED: apprise.NotifyType.FAILURE,
+    REMINDER: apprise.NotifyType.FAILURE,
+    RESOLVED: apprise.NotifyType.SUCCESS,
+    DAEMON_PROBLEM: apprise.NotifyType.WARNING,
+    DAEMON_RESOLVED: apprise.NotifyType.SUCCESS,
+    SKIPPED: apprise.NotifyType.WARNING,
+    BUDGET: apprise.NotifyType.WARNING,
 }
 _console_registered = False
 
@@ -132,37 +284,129 @@ def _register_console_target() -> None:
 
 
 class AppriseSender:
-    """Sends alerts through Apprise, with retries and backoff."""
+    """Sends one alert through Apprise and reports what the channel answered."""
 
-    def __init__(self, *, attempts: int = 3, backoff: float = 2.0) -> None:
+    def __init__(self) -> None:
         _register_console_target()
-        self._attempts = attempts
-        self._backoff = backoff
 
-    async def send(self, channel: AlertChannel, alert: Alert) -> bool:
+    async def send(self, channel: AlertChannel, alert: Alert) -> Delivery:
         target = apprise.Apprise()
         if not target.add(channel.url.get_secret_value()):
-            logger.error(
-                "alert channel %r has an URL Apprise does not understand; alert %r not sent", channel.name, alert.title
+            return Delivery(False, "Apprise does not understand this channel's URL")
+        with apprise.LogCapture(level=logging.WARNING) as captured:  # type: ignore[no-untyped-call]
+            ok = await target.async_notify(
+                body=alert.body,
+                title=alert.title,
+                body_format=alert.body_format,
+                notify_type=_NOTIFY_TYPES.get(alert.kind, apprise.NotifyType.INFO),
             )
-            return False
-        notify_type = _NOTIFY_TYPES.get(alert.kind, apprise.NotifyType.INFO)
-        for attempt in range(1, self._attempts + 1):
-            if await target.async_notify(body=alert.body, title=alert.title, notify_type=notify_type):
-                logger.info("alert %r sent to %s", alert.title, channel.name, extra={"job": alert.job})
-                return True
-            if attempt < self._attempts:
-                await asyncio.sleep(self._backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
-        logger.error(
-            "alert %r could not be delivered to %s after %d attempts",
+            said = captured.getvalue().strip()
+        return Delivery(bool(ok), said.replace(channel.url.get_secret_value(), "***")[-500:])
+
+
+async def send_now(sender: AlertSender, channels: Iterable[AlertChannel], alert: Alert) -> list[Delivery]:
+    """Deliver at once, without the outbox (when the database itself is the problem, or for a test message)."""
+    return list(await asyncio.gather(*(sender.send(channel, alert) for channel in channels)))
+
+
+class Outbox:
+    """Delivers the outbox: due messages, each under a lease, with retries and backoff; channels independently."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        sender: AlertSender,
+        channels: Callable[[], Mapping[str, AlertChannel]],
+        owner: str,
+        clock: Callable[[], datetime],
+        max_attempts: int = 8,
+        backoff: timedelta = timedelta(seconds=5),
+        on_delivery: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self.channels = channels
+        self.owner = owner
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.on_delivery = on_delivery
+        self.wake = asyncio.Event()
+        self._busy: set[str] = set()  # channels with a delivery under way: one message at a time per channel
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; a database failure is logged and retried."""
+        tasks: set[asyncio.Task[None]] = set()
+        while not stop.is_set():
+            try:
+                await self.deliver_due(tasks)
+            except Exception as error:
+                logger.warning("alert delivery: %s", error)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def deliver_due(self, tasks: set[asyncio.Task[None]] | None = None) -> None:
+        """Take the due messages and start delivering them (per channel, one at a time, in order)."""
+        now = self.clock()
+        items = await asyncio.to_thread(self.store.claim_outbox, self.owner, now=now, until=now + timedelta(minutes=2))
+        by_channel: dict[str, list[OutboxItem]] = {}
+        for item in items:
+            by_channel.setdefault(item.channel, []).append(item)
+        for channel, queue in by_channel.items():
+            task = asyncio.ensure_future(self._deliver_queue(channel, queue))
+            if tasks is not None:
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            else:
+                await task
+
+    async def _deliver_queue(self, channel_name: str, queue: list[OutboxItem]) -> None:
+        for item in queue:
+            await self._deliver(channel_name, item)
+
+    async def _deliver(self, channel_name: str, item: OutboxItem) -> None:
+        channel = self.channels().get(channel_name)
+        if channel is None:
+            await asyncio.to_thread(
+                self.store.outbox_failed, item.id, retry_at=None, error="the channel is no longer in the config"
+            )
+            logger.error("alert %d not delivered: channel %s is no longer configured", item.id, channel_name)
+            return
+        alert = render(item.payload, channel)
+        delivery = await self.sender.send(channel, alert)
+        if self.on_delivery is not None:
+            self.on_delivery(channel_name, delivery.ok)
+        if delivery.ok:
+            await asyncio.to_thread(self.store.outbox_delivered, item.id, at=self.clock())
+            logger.info("alert %r delivered to %s", alert.title, channel_name, extra={"job": alert.job})
+            return
+        attempt = item.attempts + 1
+        if attempt >= self.max_attempts:
+            await asyncio.to_thread(self.store.outbox_failed, item.id, retry_at=None, error=delivery.detail or "failed")
+            logger.error(
+                "alert %r could not be delivered to %s after %d attempts: %s",
+                alert.title,
+                channel_name,
+                attempt,
+                delivery.detail,
+                extra={"job": alert.job},
+            )
+            return
+        delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+        await asyncio.to_thread(
+            self.store.outbox_failed, item.id, retry_at=self.clock() + delay, error=delivery.detail or "failed"
+        )
+        logger.warning(
+            "alert %r to %s failed (attempt %d), next try in %.0fs: %s",
             alert.title,
-            channel.name,
-            self._attempts,
+            channel_name,
+            attempt,
+            delay.total_seconds(),
+            delivery.detail,
             extra={"job": alert.job},
         )
-        return False
-
-
-async def send_to_all(sender: AlertSender, channels: Iterable[AlertChannel], alert: Alert) -> list[bool]:
-    """Deliver to every channel at once, so a slow or failing channel does not hold up the others."""
-    return list(await asyncio.gather(*(sender.send(channel, alert) for channel in channels)))

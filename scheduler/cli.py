@@ -1,4 +1,4 @@
-"""The command line: ``cekura-scheduler run | validate | jobs | trigger | history | demo | simulator | db``.
+"""The command line: ``cekura-scheduler run | validate | jobs | trigger | history | check | demo | simulator | db``.
 
 This is the only module that configures logging and reads ``os.environ`` for jobs.toml interpolation.
 """
@@ -22,6 +22,10 @@ from typing import Any
 import click
 import httpx
 from pydantic import SecretStr
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from scheduler import __version__
 from scheduler.alerts import AppriseSender
@@ -29,7 +33,7 @@ from scheduler.cekura import CekuraClient
 from scheduler.config import Config, ConfigSource, Job, load_config
 from scheduler.daemon import Daemon
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
-from scheduler.schedules import format_duration
+from scheduler.schedules import format_duration, parse_duration
 from scheduler.settings import Settings, load_settings
 from scheduler.store import Fire, Store, create_db_engine, upgrade_database
 
@@ -154,11 +158,18 @@ def run() -> None:
         settings.base_url,
     )
 
+    from scheduler.web import WebServer  # here: aiohttp is not needed by the other commands
+
     async def main_loop() -> None:
         async with _daemon(settings, config, store, api_key, source) as daemon:
-            await _run_until_signalled(daemon)
+            host, port = settings.http_host_port
+            async with WebServer(daemon=daemon, host=host, port=port, token=settings.http_token):
+                await _run_until_signalled(daemon)
 
-    asyncio.run(main_loop())
+    try:
+        asyncio.run(main_loop())
+    except SchedulerError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _when(instant: datetime | None, zone: Any = None) -> str:
@@ -252,33 +263,100 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
 
 
 @main.command()
-def jobs() -> None:
-    """List the jobs of SCHEDULER_CONFIG: schedule, next fire and last outcome.
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def jobs(fmt: str) -> None:
+    """List the jobs of SCHEDULER_CONFIG: schedule, next fire, paused or not, and last outcome.
 
     When the file is invalid, says so first: a running daemon keeps the last valid version until it is fixed.
     """
+    from scheduler.web import fire_as_dict
+
     settings = _settings()
     store = _store(settings)
     last = store.last_fires_by_job()
+    now = datetime.now(UTC)
+    paused = {hold.job for hold in store.active_holds(at=now) if hold.kind == "pause"}
     try:
         config = load_config(settings.config_path, env=os.environ)
     except ConfigError as error:
         applied = store.latest_config_change()
+        if fmt == "json":
+            _echo_json(
+                {
+                    "file": str(settings.config_path),
+                    "valid": False,
+                    "errors": [issue.as_dict() for issue in error.issues],
+                    "jobs": [{"name": name, "last_fire": fire_as_dict(fire)} for name, fire in sorted(last.items())],
+                }
+            )
+            raise click.exceptions.Exit(1) from None
         click.echo(
             f"CONFIG INVALID: {settings.config_path} has {len(error.issues)} errors; a running daemon keeps "
             "the last valid version" + (f" (checked {applied.at:%Y-%m-%d %H:%M:%S} UTC)" if applied else "")
         )
         for issue in error.issues:
             click.echo(f"  {issue}")
-        for name, newest in sorted(last.items()):
-            click.echo(f"{name}: last {_fire_outcome(newest)} at {_when(newest.slot)}")
+        _print_table(
+            ["job", "last", "slot"],
+            [[name, _fire_outcome(newest), _when(newest.slot)] for name, newest in sorted(last.items())],
+        )
         raise click.exceptions.Exit(1) from None
-    now = datetime.now(UTC)
+    items = []
     for job in config.jobs.values():
         fire = last.get(job.name)
-        outcome = _fire_outcome(fire) if fire else "never fired"
-        next_fire = _when(job.schedule.next_after(now), job.timezone) if job.enabled else "disabled"
-        click.echo(f"{job.name}: {job.schedule.describe()}; next {next_fire}; last {outcome}")
+        upcoming = job.schedule.next_after(now) if job.enabled else None
+        items.append((job, fire, upcoming))
+    if fmt == "json":
+        _echo_json(
+            {
+                "file": str(config.path),
+                "valid": True,
+                "errors": [],
+                "jobs": [
+                    {
+                        "name": job.name,
+                        "schedule": job.schedule.in_words(),
+                        "describe": job.schedule.describe(),
+                        "timezone": str(job.timezone),
+                        "enabled": job.enabled,
+                        "paused": job.name in paused,
+                        "next_fire": upcoming.isoformat() if upcoming else None,
+                        "last_outcome": _fire_outcome(fire) if fire else None,
+                        "last_fire": fire_as_dict(fire) if fire else None,
+                    }
+                    for job, fire, upcoming in items
+                ],
+            }
+        )
+        return
+    _print_table(
+        ["job", "state", "schedule", "next fire", "last"],
+        [
+            [
+                job.name,
+                "disabled" if not job.enabled else "paused" if job.name in paused else "enabled",
+                job.schedule.describe(),
+                _when(upcoming, job.timezone) if upcoming else "-",
+                _fire_outcome(fire) if fire else "never fired",
+            ]
+            for job, fire, upcoming in items
+        ],
+    )
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _print_table(columns: list[str], rows: list[list[str]]) -> None:
+    """A tidy table on stdout; piped output gets a wide one, so that lines are not wrapped for grep."""
+    table = Table(*columns, box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: no rich markup in job names or error messages
+    console = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    with console.capture() as captured:
+        console.print(table)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def _fire_outcome(fire: Fire) -> str:
@@ -327,14 +405,32 @@ def _fire_line(fire: Fire) -> str:
 @main.command()
 @click.argument("job", required=False)
 @click.option("--limit", default=20, show_default=True, help="How many fires to show.")
-def history(job: str | None, limit: int) -> None:
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def history(job: str | None, limit: int, fmt: str) -> None:
     """Show recent fires (of JOB, or of every job): slot, outcome and Cekura result id."""
+    from scheduler.web import fire_as_dict
+
     settings = _settings()
     fires = _store(settings).recent_fires(job=job, limit=limit)
-    if not fires:
+    if fmt == "json":
+        _echo_json([fire_as_dict(fire) for fire in fires])
+    elif not fires:
         click.echo("no fires recorded yet")
-    for fire in fires:
-        click.echo(_fire_line(fire))
+    else:
+        _print_table(
+            ["id", "job", "slot", "outcome", "result", "error"],
+            [
+                [
+                    str(fire.id),
+                    fire.job,
+                    _when(fire.slot),
+                    _fire_outcome(fire),
+                    str(fire.result_id) if fire.result_id is not None else "-",
+                    fire.error or "",
+                ]
+                for fire in fires
+            ],
+        )
 
 
 @main.group()
@@ -349,6 +445,27 @@ def db_upgrade() -> None:
     configure_logging(settings.log_level, settings.log_format)
     _store(settings)
     click.echo(f"{settings.database_url_for_humans}: schema is up to date")
+
+
+@main.command()
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the answer.")
+def check(timeout: float) -> None:
+    """Ask the running daemon (SCHEDULER_HTTP_ADDR) whether it is alive: exit 0 if so, else 1.
+
+    For Docker's HEALTHCHECK and other probes: GET /healthz, which answers 200 while the scheduler loop turns.
+    """
+    host, port = _settings().http_host_port
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # listening everywhere: ask this machine
+    url = f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+    try:
+        answer = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as error:
+        click.echo(f"unhealthy: {url}: {error or type(error).__name__}", err=True)
+        raise click.exceptions.Exit(1) from None
+    if answer.status_code != 200:
+        click.echo(f"unhealthy: {url} answered {answer.status_code}: {answer.text.strip()[:200]}", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f"ok: {url}")
 
 
 @main.command()
@@ -451,3 +568,58 @@ def _config_with(path: Path, extra_env: dict[str, str]) -> Config:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.group()
+def alerts() -> None:
+    """Alert channels."""
+
+
+@alerts.command("test")
+@click.argument("channel")
+def alerts_test(channel: str) -> None:
+    """Send a test message to CHANNEL (an [alerts.<name>] of SCHEDULER_CONFIG) and report what it answered."""
+    from scheduler.alerts import TEST, AppriseSender, render
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    config = _config(settings.config_path)
+    target = config.channels.get(channel)
+    if target is None:
+        raise click.ClickException(
+            f"no alert channel {channel!r} in {config.path} (channels: {', '.join(config.channels)})"
+        )
+    delivery = asyncio.run(AppriseSender().send(target, render({"event": TEST}, target)))
+    if delivery.ok:
+        click.echo(f"{channel}: delivered" + (f" ({delivery.detail})" if delivery.detail else ""))
+        return
+    click.echo(f"{channel}: NOT delivered: {delivery.detail or 'the channel refused it'}", err=True)
+    raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--for", "duration", help="How long, e.g. 2h or 30m (default: until --end).")
+@click.option("--reason", default="", help="Why, for the record and the status page.")
+@click.option("--by", default=lambda: os.environ.get("USER", "unknown"), show_default="$USER", help="Who.")
+@click.option("--end", is_flag=True, help="End the job's silences now.")
+def silence(job: str, duration: str | None, reason: str, by: str, end: bool) -> None:
+    """Hold JOB's alerts (its runs go on): for unplanned work. Recorded with who and why; every replica obeys."""
+    settings = _settings()
+    config = _config(settings.config_path)
+    if job not in config.jobs:
+        raise click.ClickException(f"no job named {job!r} in {config.path}")
+    store = _store(settings)
+    now = datetime.now(UTC)
+    if end:
+        ended = store.end_holds(job=job, kind="silence", at=now)
+        click.echo(f"{job}: {ended} silences ended")
+        return
+    try:
+        until = now + parse_duration(duration) if duration else None
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    store.add_hold(job=job, kind="silence", at=now, until=until, created_by=by, reason=reason)
+    click.echo(
+        f"{job}: alerts held until {_when(until) if until else 'silence --end'} (by {by}: {reason or 'no reason'})"
+    )

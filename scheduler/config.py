@@ -84,6 +84,14 @@ class DaemonConfig(_Strict):
     _durations = field_validator("poll_interval", "poll_max_interval", "lease", mode="before")(_duration)
 
 
+class HistoryConfig(_Strict):
+    """The ``[history]`` table: how long fires, runs and delivered alerts are kept."""
+
+    retention: timedelta | None = None  # None: forever
+
+    _durations = field_validator("retention", mode="before")(_duration)
+
+
 class JobDefaults(_Strict):
     """The ``[defaults]`` table: values every job inherits unless it sets its own."""
 
@@ -283,6 +291,7 @@ class Config:
     channels: dict[str, AlertChannel]
     digest: str = ""
     maintenance: dict[str, Maintenance] = dataclass_field(default_factory=dict)
+    history: HistoryConfig = dataclass_field(default_factory=HistoryConfig)
 
     def maintenance_at(self, job: str, instant: datetime) -> tuple[Maintenance, datetime] | None:
         """The maintenance window covering this job at this instant, with its end; pause wins over mute."""
@@ -432,11 +441,11 @@ def parse_config(text: str, *, path: Path, env: Mapping[str, str]) -> Config:
             [ConfigIssue(path=str(path), line=line, column=column, message=f"not valid TOML: {message}")]
         ) from None
     raw = _interpolate(raw, (), env, issues)
-    for name in ("daemon", "defaults", "jobs", "alerts", "maintenance"):
+    for name in ("daemon", "defaults", "jobs", "alerts", "maintenance", "history"):
         if name in raw and not isinstance(raw[name], dict):
             issues.add((name,), f"{name} must be a table, e.g. [{name}]")
             raw.pop(name)
-    sections = {"daemon", "defaults", "jobs", "alerts", "maintenance"}
+    sections = {"daemon", "defaults", "jobs", "alerts", "maintenance", "history"}
     for key in raw.keys() - sections:
         close = difflib.get_close_matches(key, sections, n=1)
         hint = f" (did you mean [{close[0]}]?)" if close else ""
@@ -451,6 +460,7 @@ def parse_config(text: str, *, path: Path, env: Mapping[str, str]) -> Config:
 
     daemon: DaemonConfig = section("daemon", DaemonConfig)
     defaults: JobDefaults = section("defaults", JobDefaults)
+    history: HistoryConfig = section("history", HistoryConfig)
 
     channels: dict[str, AlertChannel] = {}
     for name, table in raw.get("alerts", {}).items():
@@ -486,7 +496,15 @@ def parse_config(text: str, *, path: Path, env: Mapping[str, str]) -> Config:
 
     if issues.items:
         raise ConfigError(sorted(issues.items, key=lambda issue: (issue.line or 0, issue.column or 0)))
-    return Config(path=path, daemon=daemon, jobs=jobs, channels=channels, digest=digest(text), maintenance=maintenance)
+    return Config(
+        path=path,
+        daemon=daemon,
+        jobs=jobs,
+        channels=channels,
+        digest=digest(text),
+        maintenance=maintenance,
+        history=history,
+    )
 
 
 def load_config(path: Path, *, env: Mapping[str, str]) -> Config:

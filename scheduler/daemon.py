@@ -17,20 +17,12 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from scheduler.alerts import (
-    Alert,
-    AlertSender,
-    daemon_alert,
-    failure_alert,
-    recovery_alert,
-    send_to_all,
-    skipped_alert,
-)
+from scheduler.alerts import AlertSender, Outbox
 from scheduler.cekura import CekuraClient, Result, build_submission
 from scheduler.config import SCHEDULE_KEYS, Config, ConfigSource, Job, diff_configs
 from scheduler.errors import (
@@ -45,9 +37,10 @@ from scheduler.errors import (
     SchedulerError,
     StoreError,
 )
+from scheduler.incidents import DATABASE_DOWN, Incidents
 from scheduler.metrics import Metrics
 from scheduler.schedules import format_duration, jitter_offset, submission_name
-from scheduler.store import FAILED, PASSED, Fire, Hold, RunRecord, Store
+from scheduler.store import FAILED, PASSED, Fire, Hold, Incident, RunRecord, Store
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +50,7 @@ SCHEDULED, MANUAL = "schedule", "manual"
 _SUBMIT_ATTEMPTS = 4
 _MAX_SLEEP = 5.0  # the timer wakes at least this often, so liveness can be judged by its ticks
 _MAX_CATCH_UP_SLOTS = 1000
+_CATCH_UP_LOOKBACK = timedelta(days=1)  # how far back a restart looks for slots without a row
 
 # Why a slot was not submitted (fires.skip_reason).
 SKIP_OVERLAP = "overlap"
@@ -65,6 +59,8 @@ SKIP_SUPERSEDED = "catch_up_latest"
 SKIP_TOO_OLD = "catch_up_window"
 SKIP_LOST = "lost-before-submit"
 SKIP_PAUSED = "paused"
+SKIP_MAINTENANCE = "maintenance"
+SKIP_BUDGET = "budget"
 
 
 class Clock(Protocol):
@@ -135,6 +131,7 @@ class Daemon:
         owner: str | None = None,
         config_source: ConfigSource | None = None,
         metrics: Metrics | None = None,
+        alert_backoff: timedelta = timedelta(seconds=5),
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
@@ -160,10 +157,26 @@ class Daemon:
         self._following: set[int] = set()
         self._submitting: set[int] = set()
         self._follow_tasks: dict[int, asyncio.Task[Any]] = {}
-        self._daemon_problems: set[str] = set()
         self._unrecorded: dict[str, list[datetime]] = {}  # slots whose claim failed (database down)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.lease = config.daemon.lease
+        self.incidents = Incidents(
+            store=store,
+            sender=alerts,
+            config=lambda: self.config,
+            clock=self.clock.now,
+            on_change=lambda: self.outbox.wake.set(),
+        )
+        self.outbox = Outbox(
+            store=store,
+            sender=alerts,
+            channels=lambda: self.config.channels,
+            owner=self.owner,
+            clock=self.clock.now,
+            backoff=alert_backoff,
+            on_delivery=self._count_delivery,
+        )
+        self._open_incidents: list[Incident] = []
         self.stats = Stats()
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -182,8 +195,14 @@ class Daemon:
         now = self.clock.now()
         self.started_at = self.ticked_at = now
         self.metrics.up.set(1)
+        await self.incidents.load_open_problems()
         await self._catch_up_after_downtime(jobs, now)
-        background = [self._spawn(self._sweep_forever()), self._spawn(self._heartbeat_forever())]
+        background = [
+            self._spawn(self._sweep_forever()),
+            self._spawn(self._heartbeat_forever()),
+            self._spawn(self.outbox.run(self._stop)),
+            self._spawn(self._prune_forever()),
+        ]
         if self.config_source is not None:
             background.append(self._spawn(self._watch_config_forever()))
         try:
@@ -227,6 +246,24 @@ class Daemon:
         fire_at = slot + jitter_offset(job.name, slot, job.jitter) if job.jitter else slot
         self._plan[job.name] = (fire_at, slot)
         heapq.heappush(self._heap, (fire_at, slot, job.name))
+
+    def _over_budget(self, job: Job) -> str | None:
+        """Why this fire would exceed a max_runs_per_day (the job's or the daemon's), or None (worker thread)."""
+        day = self.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        limits = [
+            (job.max_runs_per_day, job.name, f"job {job.name}"),
+            (self.config.daemon.max_runs_per_day, None, "all jobs ([daemon])"),
+        ]
+        for limit, subject, label in limits:
+            if limit is None:
+                continue
+            used = self.store.runs_submitted_since(day, job=subject)
+            if used + job.runs_per_fire > limit:
+                return (
+                    f"max_runs_per_day of {label} is {limit}: {used} Cekura runs since 00:00 UTC, and this fire "
+                    f"would add {job.runs_per_fire}"
+                )
+        return None
 
     def next_fire(self, name: str) -> datetime | None:
         """When the job fires next (its slot plus any jitter), or None when it is not planned."""
@@ -302,20 +339,19 @@ class Daemon:
                     valid=False,
                     summary=detail,
                 )
-                self._spawn(
-                    self._send(
-                        self._daemon_channels(),
-                        daemon_alert(
-                            "config file invalid",
-                            f"{source.path} (version {fingerprint}) has {len(error.issues)} errors; the daemon keeps "
-                            f"running the previous version ({self.config.digest}).\n{detail}",
-                        ),
-                    )
+                await self.incidents.problem(
+                    "config file invalid",
+                    f"{source.path} (version {fingerprint}) has {len(error.issues)} errors; the daemon keeps "
+                    f"running the previous version ({self.config.digest}).\n{detail}",
+                    subject=f"config:{fingerprint}",
                 )
             self.metrics.config_reloads.labels("rejected").inc()
             return False
         self.config_errors = []
         self._rejected_digest = None
+        rejected = [key for key in self.incidents.open_problems() if key.startswith("config:")]
+        if rejected:
+            await self.incidents.solved("config file invalid", subjects=rejected)
         if new.digest == self.config.digest:
             self.metrics.config_reloads.labels("unchanged").inc()
             return False
@@ -418,9 +454,12 @@ class Daemon:
         try:
             taken = await self._db(self.store.take_over, self.owner, now=now, until=now + self.lease)
         except StoreError as error:
-            await self._daemon_problem("database unreachable", f"Cannot read the database: {error}")
+            await self._daemon_problem(DATABASE_DOWN, f"Cannot read the database: {error}")
             return
-        self._daemon_problem_solved("database unreachable")
+        self._daemon_problem_solved(DATABASE_DOWN)
+        await self.incidents.remind()
+        self._open_incidents = await self._db_quietly(self.store.open_incidents) or []
+        self.metrics.open_incidents.set(len(self._open_incidents))
         for fire in taken:
             if fire.id in self._following or fire.id in self._submitting:
                 continue
@@ -454,6 +493,26 @@ class Daemon:
                 if (task := self._follow_tasks.get(fire_id)) is not None:
                     task.cancel()
 
+    async def _prune_forever(self, every: float = 3600.0) -> None:
+        """Delete history older than [history] retention, in small batches, once an hour."""
+        while not self._stop.is_set():
+            retention = self.config.history.retention
+            if retention is not None:
+                before, total = self.clock.now() - retention, 0
+                while not self._stop.is_set():
+                    try:
+                        deleted = await self._db(self.store.prune, before=before)
+                    except StoreError as error:
+                        logger.warning("pruning history: %s", error)
+                        break
+                    total += deleted
+                    if deleted < 500:
+                        break
+                    await asyncio.sleep(0.1)  # let the daemon's own writes through between batches
+                if total:
+                    logger.info("pruned %d fires older than %s", total, format_duration(retention))
+            await self._wait_for_stop(every)
+
     def _start_following(self, fire: Fire) -> None:
         task = self._spawn(self.follow(fire))
         self._follow_tasks[fire.id] = task
@@ -462,16 +521,23 @@ class Daemon:
     # -- missed slots -----------------------------------------------------------------------------------
 
     async def _catch_up_after_downtime(self, jobs: list[Job], now: datetime) -> None:
-        """Apply each job's catch_up policy to the slots that passed since its last recorded slot."""
+        """Apply each job's catch_up policy to its slots that have no row: missed while down.
+
+        It looks for gaps, not only past the newest recorded slot: a process killed while it was catching up
+        leaves its claims committed in any order, so a missed slot can sit below a recorded one.
+        """
         try:
-            last = await self._db(self.store.last_slots, [job.name for job in jobs])
+            bounds = await self._db(self.store.slot_bounds, [job.name for job in jobs])
         except StoreError as error:
-            await self._daemon_problem("database unreachable", f"Cannot read the database at start: {error}")
+            await self._daemon_problem(DATABASE_DOWN, f"Cannot read the database at start: {error}")
             return
         for job in jobs:
-            if job.name not in last:
+            if job.name not in bounds:
                 continue  # a new job: nothing was missed
-            slots, dropped = job.schedule.slots_between(last[job.name], now, limit=_MAX_CATCH_UP_SLOTS)
+            first, last = bounds[job.name]
+            lookback = max(job.catch_up_window, _CATCH_UP_LOOKBACK)
+            start = max(first, min(last, now - lookback))
+            slots, dropped = job.schedule.slots_between(start, now, limit=_MAX_CATCH_UP_SLOTS)
             if dropped:
                 logger.warning(
                     "%s: more than %d slots were missed; only the newest %d are recorded",
@@ -480,8 +546,16 @@ class Daemon:
                     _MAX_CATCH_UP_SLOTS,
                     extra={"job": job.name},
                 )
-            if slots:
-                await self._apply_catch_up(job, slots, now)
+            if not slots:
+                continue
+            try:
+                recorded = await self._db(self.store.recorded_slots, job.name, since=slots[0])
+            except StoreError as error:
+                await self._daemon_problem(DATABASE_DOWN, f"Cannot read the database at start: {error}")
+                return
+            missed = [slot for slot in slots if slot not in recorded]
+            if missed:
+                await self._apply_catch_up(job, missed, now)
 
     async def _apply_catch_up(self, job: Job, slots: list[datetime], now: datetime) -> None:
         """Submit or skip (with the reason) each missed slot, as the job's catch_up policy says."""
@@ -543,11 +617,18 @@ class Daemon:
         submission = build_submission(job, name)
         self.stats.fired += 1
         try:
+            if trigger == SCHEDULED and (window := self.incidents.paused_by_maintenance(job.name, slot)):
+                logger.info("%s skipped: maintenance window %s pauses the job", name, window, extra=extra)
+                return await self._record_skip(job, slot, SKIP_MAINTENANCE)
             if trigger == SCHEDULED and any(
                 hold.kind == "pause" for hold in await self._db(self.store.active_holds, at=slot, job=job.name)
             ):
                 logger.info("%s skipped: the job is paused", name, extra=extra)
                 return await self._record_skip(job, slot, SKIP_PAUSED)
+            if trigger == SCHEDULED and (over := await self._db(self._over_budget, job)):
+                logger.warning("%s skipped: %s", name, over, extra=extra)
+                await self.incidents.over_budget(job, slot, detail=over)
+                return await self._record_skip(job, slot, SKIP_BUDGET)
             if trigger == SCHEDULED and job.overlap == "skip" and await self._db(self.store.job_busy, job.name):
                 logger.warning(
                     "%s skipped: the previous result of %s is still running (overlap = skip)",
@@ -574,7 +655,7 @@ class Daemon:
             if trigger == SCHEDULED:
                 self._unrecorded.setdefault(job.name, []).append(slot)
             await self._daemon_problem(
-                "database unreachable",
+                DATABASE_DOWN,
                 f"Cannot record fires, so nothing is submitted. Slot {name} was not submitted; missed slots "
                 f"follow each job's catch_up policy once the database answers.\n{error}",
             )
@@ -582,7 +663,7 @@ class Daemon:
         if fire is None:
             logger.debug("%s already claimed; not submitting it again", name, extra=extra)
             return None
-        self._daemon_problem_solved("database unreachable")
+        self._daemon_problem_solved(DATABASE_DOWN)
         if trigger == SCHEDULED:
             self.metrics.fire_lag.observe(max(0.0, (now - slot).total_seconds()))
         if self._unrecorded:
@@ -598,7 +679,7 @@ class Daemon:
         except StoreError as error:
             # Cekura may have the submission; the sweep finds it by name once the database is back.
             logger.error("%s: cannot record the answer: %s", name, error, extra=extra)
-            await self._daemon_problem("database unreachable", f"Cannot record the answer to {name}.\n{error}")
+            await self._daemon_problem(DATABASE_DOWN, f"Cannot record the answer to {name}.\n{error}")
             return claimed
         finally:
             self._submitting.discard(claimed.id)
@@ -712,8 +793,9 @@ class Daemon:
             "%s not submitted: %s", fire.submission_name, error, extra={"job": job.name, "slot": fire.slot.isoformat()}
         )
         finished = await self._db(
-            self.store.finish,
+            self._finish_routed,
             fire.id,
+            job.name if alert else None,
             outcome=FAILED,
             at=self.clock.now(),
             error=error.message,
@@ -724,9 +806,13 @@ class Daemon:
         if finished:
             self.stats.failed += 1
             self.metrics.fires.labels(job.name, FAILED).inc()
-            if alert:
-                await self._alert_outcome(job.name, refreshed)
+            self.outbox.wake.set()
         return refreshed
+
+    def _finish_routed(self, fire_id: int, job_name: str | None, **recorded: Any) -> bool:
+        """Record an outcome and its incident changes in one transaction (runs in a worker thread)."""
+        route = self.incidents.router(job_name) if job_name is not None else None
+        return self.store.finish(fire_id, route=route, **recorded)
 
     async def _settle_unanswered(self, fire: Fire) -> None:
         """A claim with no recorded answer (its process died): adopt Cekura's result if it exists.
@@ -766,11 +852,7 @@ class Daemon:
             return
         logger.error("%s skipped (%s): %s", fire.submission_name, SKIP_LOST, error, extra={"job": fire.job})
         self.metrics.skipped.labels(fire.job, SKIP_LOST).inc()
-        job = self.job(fire.job)
-        channels = job.alerts if job is not None else self._daemon_channels()
-        if channels:
-            alert = skipped_alert(fire, reason=SKIP_LOST, detail=error, zone=job.timezone if job else None)
-            self._spawn(self._send(channels, alert))
+        await self.incidents.slot_skipped(fire, reason=SKIP_LOST, detail=error)
 
     # -- following a result -----------------------------------------------------------------------------
 
@@ -855,8 +937,9 @@ class Daemon:
         self, fire: Fire, *, outcome: str, result_status: str | None, error: str | None = None, **recorded: Any
     ) -> Fire:
         finished = await self._db(
-            self.store.finish,
+            self._finish_routed,
             fire.id,
+            fire.job,
             outcome=outcome,
             at=self.clock.now(),
             result_status=result_status,
@@ -880,52 +963,25 @@ class Daemon:
         else:
             self.stats.failed += 1
         self.metrics.fires.labels(fire.job, outcome).inc()
-        await self._alert_outcome(fire.job, refreshed)
+        self.outbox.wake.set()
         return refreshed
 
     # -- alerts -----------------------------------------------------------------------------------------
 
-    async def _alert_outcome(self, job_name: str, fire: Fire) -> None:
-        job = self.job(job_name)
-        channels = job.alerts if job is not None else ()
-        zone = job.timezone if job is not None else None
-        if fire.outcome == FAILED:
-            alert: Alert = failure_alert(fire, zone=zone)
-        else:
-            previous = await self._db_quietly(self.store.previous_outcome, job_name, before_fire_id=fire.id)
-            if previous != FAILED:
-                return
-            alert = recovery_alert(fire, zone=zone)
-        if channels:
-            self._spawn(self._send(channels, alert))
-
-    async def _send(self, channels: Iterable[str], alert: Alert) -> None:
-        """Deliver an alert to channels named in the config (as it is when the alert goes out)."""
-        known = [self.config.channels[name] for name in channels if name in self.config.channels]
-        for name in set(channels) - self.config.channels.keys():
-            logger.error("alert %r not sent to %s: no such channel in the config any more", alert.title, name)
-        delivered = await send_to_all(self.alerts, known, alert)
-        for channel, ok in zip(known, delivered, strict=True):
-            self.metrics.alert_deliveries.labels(channel.name, "sent" if ok else "failed").inc()
-
-    def _daemon_channels(self) -> list[str]:
-        if self.config.daemon.alerts:
-            return list(self.config.daemon.alerts)
-        # No [daemon] alerts: tell everyone who listens to any job rather than no one.
-        return sorted({channel for job in self.config.jobs.values() for channel in job.alerts})
-
     async def _daemon_problem(self, problem: str, detail: str) -> None:
         """Alert once about a problem of the whole daemon, until it is solved."""
-        logger.error("%s: %s", problem, detail.splitlines()[0])
-        if problem in self._daemon_problems:
-            return
-        self._daemon_problems.add(problem)
-        self._spawn(self._send(self._daemon_channels(), daemon_alert(problem, detail)))
+        await self.incidents.problem(problem, detail)
 
     def _daemon_problem_solved(self, problem: str) -> None:
-        if problem in self._daemon_problems:
-            self._daemon_problems.discard(problem)
-            logger.info("solved: %s", problem)
+        if problem in self.incidents.open_problems():
+            self._spawn(self.incidents.solved(problem))
+
+    def _count_delivery(self, channel: str, ok: bool) -> None:
+        self.metrics.alert_deliveries.labels(channel, "sent" if ok else "failed").inc()
+
+    def open_incidents(self) -> list[Incident]:
+        """The incidents open at the last sweep (for the status page)."""
+        return list(self._open_incidents)
 
     # -- database calls run off the event loop ----------------------------------------------------------
 
@@ -959,6 +1015,8 @@ class Daemon:
         await asyncio.gather(
             *[task for task in self._tasks if task is not asyncio.current_task()], return_exceptions=True
         )
+        with contextlib.suppress(StoreError):
+            await self.outbox.deliver_due()  # this process's alerts, now; a running daemon would deliver the rest
         return fire
 
 

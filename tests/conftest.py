@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,11 @@ class AlertInbox:
         with self._lock:
             return [message.get("title", "") for message in self.received]
 
+    def documents(self) -> list[dict[str, Any]]:
+        """The alert documents: what a json:// webhook receives in Apprise's ``message`` field."""
+        with self._lock:
+            return [json.loads(message["message"]) for message in self.received]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -193,8 +199,9 @@ def make_daemon(
         config=config,
         store=store,
         cekura=CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr(api_key)),
-        alerts=AppriseSender(backoff=0.01),
+        alerts=AppriseSender(),
         sleep=_quick_sleep,
+        alert_backoff=timedelta(milliseconds=100),
     )
 
 

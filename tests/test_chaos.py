@@ -4,6 +4,9 @@ Whatever happens, each scheduled slot is submitted at most once and ends up reco
 Cekura created, if it created one) or skipped with a reason. These tests run real processes (``python -m
 scheduler run``) against the simulator over HTTP on 127.0.0.1 and read the database behind the daemon's back.
 
+The daemon is killed at random moments, and on purpose just as it writes the claims of the slots it missed while it
+was down (catch-up), which is when a kill is most likely to leave a slot neither submitted nor skipped.
+
 Jobs fire every second and their results take a second or two, so while the jobs are enabled something is always
 in flight. To reach a state where every slot must be settled, each test ends with a *drain*: the daemon started
 once more on the same database with every job disabled, which fires nothing new but takes over, settles and
@@ -117,6 +120,7 @@ def environment(config: Path, database_url: str, simulator: Simulator) -> dict[s
         CEKURA_BASE_URL=simulator.base_url,
         SCHEDULER_CONFIG=str(config),
         SCHEDULER_DATABASE_URL=database_url,
+        SCHEDULER_HTTP_ADDR="127.0.0.1:0",  # replicas on one machine: each its own free port
     )
     return env
 
@@ -142,9 +146,13 @@ class Daemon:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_started(self, timeout: float = 30.0) -> None:
-        wait_until(lambda: "daemon started" in self.output() or self.process.poll() is not None, timeout=timeout)
-        assert self.process.poll() is None, f"the daemon exited at start:\n{self.output()}"
+    def wait_for(self, line: str, *, timeout: float = 30.0, interval: float = 0.05) -> None:
+        """Wait until the daemon logs ``line``; fail at once if it exits instead."""
+        wait_until(lambda: line in self.output() or self.process.poll() is not None, timeout, interval)
+        assert self.process.poll() is None, f"the daemon exited before logging {line!r}:\n{self.output()}"
+
+    def wait_started(self) -> None:
+        self.wait_for("daemon started")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no lease handed back."""
@@ -190,26 +198,37 @@ def drain(start: Callable[[Path], Daemon], fires: Callable[[], list[Row]], log: 
     daemon.terminate()
 
 
-def assert_accounted_for(rows: list[Row], submissions: list[Submission], logs: str) -> None:
-    """No slot submitted twice, every slot between a job's first and last recorded once, every result recorded."""
+def accounting_problems(rows: list[Row], submissions: list[Submission], logs: str) -> list[str]:
+    """What breaks the guarantees, all of it rather than the first thing, so that a failure tells the whole story.
+
+    No slot submitted twice; every slot between a job's first and last recorded exactly once, finished or skipped
+    with a reason; every result Cekura created recorded on its fire; no daemon task crashed.
+    """
+    problems: list[str] = []
     created = [entry for entry in submissions if entry.result_id is not None]
     twice = {name: count for name, count in Counter(entry.name for entry in created).items() if count > 1}
-    assert not twice, f"submitted more than once (name: results created): {twice}"
+    if twice:
+        problems.append(f"submitted more than once (name: results created): {twice}")
 
-    assert not unsettled(rows), f"fires never settled: {unsettled(rows)}"
-    assert {row.state for row in rows} <= {"finished", "skipped"}
-    for row in rows:
-        if row.state == "skipped":
-            assert row.skip_reason, f"skipped without a reason: {row}"
+    if left := unsettled(rows):
+        problems.append(f"fires never settled: {left}")
+    if odd := [row for row in rows if row.state not in ("finished", "skipped")]:
+        problems.append(f"fires in an unknown state: {odd}")
+    if unexplained := [row for row in rows if row.state == "skipped" and not row.skip_reason]:
+        problems.append(f"skipped without a reason: {unexplained}")
     for job in JOBS:
         slots = Counter(row.slot for row in rows if row.job == job)
-        assert slots, f"{job} never fired"
+        if not slots:
+            problems.append(f"{job} never fired")
+            continue
         first, last = min(slots), max(slots)
         expected = [first + n * SLOT for n in range(int((last - first) / SLOT) + 1)]
-        missing = [slot.isoformat() for slot in expected if slot not in slots]
-        assert not missing, f"{job}: slots never accounted for: {missing}"
-        assert all(count == 1 for count in slots.values()), f"{job}: {slots.most_common(3)}"
-        assert sorted(slots) == expected, f"{job}: slots off the 1s grid: {sorted(set(slots) - set(expected))}"
+        if missing := [slot.isoformat() for slot in expected if slot not in slots]:
+            problems.append(f"{job}: slots never accounted for (no row, neither submitted nor skipped): {missing}")
+        if off := sorted(set(slots) - set(expected)):
+            problems.append(f"{job}: slots off the 1s grid: {off}")
+        if repeated := [slot for slot, count in slots.items() if count > 1]:
+            problems.append(f"{job}: slots with several rows: {repeated}")
 
     by_name = {row.submission_name: row for row in rows}
     orphans = []
@@ -217,11 +236,15 @@ def assert_accounted_for(rows: list[Row], submissions: list[Submission], logs: s
         fire = by_name.get(entry.name or "")
         if fire is None or fire.result_id != entry.result_id or fire.state != "finished":
             orphans.append((entry.name, entry.result_id, fire))
-    assert not orphans, f"results Cekura created that the scheduler did not record: {orphans}"
+    if orphans:
+        problems.append(f"results Cekura created that the scheduler did not record: {orphans}")
 
     crashes = [line for line in logs.splitlines() if "a daemon task failed" in line or "Traceback" in line]
-    assert not crashes, "\n".join(crashes)
-    assert "check for a duplicate" not in logs
+    if crashes:
+        problems.append("daemon crashes:\n" + "\n".join(crashes))
+    if "check for a duplicate" in logs:
+        problems.append("a daemon recorded a submission on a fire settled elsewhere (check for a duplicate)")
+    return problems
 
 
 def test_chaos_kill_and_restart_never_submits_twice_and_accounts_for_every_slot(
@@ -246,9 +269,16 @@ def test_chaos_kill_and_restart_never_submits_twice_and_accounts_for_every_slot(
 
     with cleaning_up() as daemons:
         for round_ in range(8):
+            time.sleep(rng.uniform(0.0, 2.0))  # down a while: a few slots per job to catch up at the next start
             daemon = start(tmp_path / f"round-{round_}.log")
-            daemon.wait_started()
-            time.sleep(rng.uniform(1.0, 3.0))
+            if round_ % 2:
+                # Killed as the first claim of its catch-up lands in the database, the others still being written.
+                known = len(sqlite_fires(database))
+                daemon.wait_for("slots were missed", interval=0.01)
+                wait_until(lambda: len(sqlite_fires(database)) > known, timeout=10, interval=0.002)  # noqa: B023
+            else:
+                daemon.wait_started()
+                time.sleep(rng.uniform(1.0, 3.0))
             kills_in_flight += bool(unsettled(sqlite_fires(database)))  # best effort: it may change meanwhile
             daemon.kill()
             kills += 1
@@ -262,20 +292,20 @@ def test_chaos_kill_and_restart_never_submits_twice_and_accounts_for_every_slot(
     rows = sqlite_fires(database)
     submissions = list(simulator.submissions)
     logs = "\n".join(daemon.output() for daemon in daemons)
-    assert_accounted_for(rows, submissions, logs)
-
     dropped = [entry for entry in submissions if entry.status_code is None and entry.result_id is not None]
-    assert dropped, "no connection was dropped after creating a result: the faults were not exercised"
-    assert any(entry.status_code == 500 for entry in submissions)
-    assert any(entry.status_code == 429 for entry in submissions)
-    assert kills == 8 and kills_in_flight >= 1, "no kill happened while a fire was claimed or submitted"
-    assert "found as result" in logs  # a lost answer was adopted by name rather than sent again
     print(
         f"\n{len(rows)} fires ({Counter(row.state for row in rows)}), {len(submissions)} submissions "
         f"({Counter(entry.status_code for entry in submissions)}), {len(dropped)} dropped after creating a result, "
         f"{kills} kills, {kills_in_flight} with fires in flight, "
         f"{logs.count('found as result')} adopted by name, {logs.count('claimed but never sent')} resent after a kill"
     )
+    assert dropped, "no connection was dropped after creating a result: the faults were not exercised"
+    assert any(entry.status_code == 500 for entry in submissions)
+    assert any(entry.status_code == 429 for entry in submissions)
+    assert kills == 8 and kills_in_flight >= 1, "no kill happened while a fire was claimed or submitted"
+    assert "found as result" in logs  # a lost answer was adopted by name rather than sent again
+    problems = accounting_problems(rows, submissions, logs)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture
@@ -345,10 +375,11 @@ def test_three_replicas_on_postgresql_submit_each_slot_once_and_survive_one_dyin
 
     submissions = list(simulator.submissions)
     logs = "\n".join(daemon.output() for daemon in daemons)
-    assert_accounted_for(rows, submissions, logs)
-    assert taken_over, f"no fire of the killed replica was finished by a survivor: {settled}"
     print(
         f"\n{len(rows)} fires ({Counter(row.state for row in rows)}), {len(submissions)} submissions "
         f"({Counter(entry.status_code for entry in submissions)}); killed replica owned {len(owned)} unsettled "
         f"fires, {len(taken_over)} finished by a survivor"
     )
+    problems = accounting_problems(rows, submissions, logs)
+    assert not problems, "\n".join(problems)
+    assert taken_over, f"no fire of the killed replica was finished by a survivor: {settled}"

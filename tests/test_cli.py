@@ -127,9 +127,15 @@ def test_run_fires_records_and_stops_cleanly_on_sigterm(tmp_path: Path, simulato
 
     history = cli("history", "smoke", env=env)
     assert history.returncode == 0 and "smoke" in history.stdout and "passed" in history.stdout
+    fires = json.loads(cli("history", "smoke", "--format", "json", env=env).stdout)
+    assert fires and {fire["job"] for fire in fires} == {"smoke"}
+    assert all(fire["result_id"] or fire["skip_reason"] == "overlap" for fire in fires)
     jobs = cli("jobs", env=env)
-    assert "smoke: every 1s" in jobs.stdout and "last " in jobs.stdout
-    assert "nightly: cron '0 3 * * *' (America/New_York); next " in jobs.stdout and "never fired" in jobs.stdout
+    assert "smoke" in jobs.stdout and "nightly" in jobs.stdout and "never fired" in jobs.stdout
+    listed = {job["name"]: job for job in json.loads(cli("jobs", "--format", "json", env=env).stdout)["jobs"]}
+    assert listed["smoke"]["last_outcome"] in ("passed", "in flight", "skipped (overlap)")
+    assert listed["nightly"]["last_fire"] is None
+    assert listed["nightly"]["schedule"] == "At 03:00, every day, in America/New_York"
 
 
 def test_trigger_wait_follows_a_job_to_its_outcome(tmp_path: Path, simulator: Simulator) -> None:

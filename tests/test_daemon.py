@@ -49,14 +49,17 @@ def test_a_failing_job_alerts_and_then_recovers(
         until=lambda s: any("RECOVERED" in t for t in alert_inbox.titles()),
     )
 
-    failed = next(message for message in alert_inbox.received if "FAILED" in message["title"])
-    assert "smoke" in failed["title"] and "1 of 2 runs failed" in failed["title"]
-    body = failed["message"]
-    assert "Job: smoke" in body and "Slot: " in body and "Cekura result: 9" in body
-    assert "Scenario 102" in body  # which scenario failed
-    assert "Refund policy followed: Agent did not confirm the refund amount." in body  # the metric and why
-    recovered = next(message for message in alert_inbox.received if "RECOVERED" in message["title"])
-    assert "smoke" in recovered["title"]
+    failed = next(doc for doc in alert_inbox.documents() if doc["event"] == "opened")
+    assert failed["title"] == "[cekura-scheduler] FAILED smoke: 1 of 2 runs failed"
+    assert failed["job"] == "smoke" and failed["slot"].endswith("Z") and failed["result_id"] >= 9001
+    [run] = failed["failed_runs"]  # which scenario failed, and why
+    assert run["scenario_name"] == "Scenario 102"
+    assert run["failed_metrics"] == [
+        {"name": "Refund policy followed", "explanation": "Agent did not confirm the refund amount."}
+    ]
+    assert failed["failure_analysis"] == ["Agent did not confirm the refund amount."]
+    recovered = next(doc for doc in alert_inbox.documents() if doc["event"] == "resolved")
+    assert recovered["title"] == "[cekura-scheduler] RECOVERED smoke"
     assert alert_inbox.titles().index(failed["title"]) < alert_inbox.titles().index(recovered["title"])
 
 
@@ -73,8 +76,8 @@ def test_a_rejected_submission_is_recorded_and_alerted_once(
     assert fire.error is not None and "Invalid scenario IDs or scenarios not found" in fire.error
     rejected = [entry for entry in simulator.submissions if entry.name == fire.submission_name]
     assert len(rejected) == 1  # a 400 is never retried
-    alert = next(message for message in alert_inbox.received if "FAILED smoke" in message["title"])
-    assert "submission failed" in alert["title"] and "Invalid scenario IDs" in alert["message"]
+    alert = next(doc for doc in alert_inbox.documents() if doc["title"].startswith("[cekura-scheduler] FAILED smoke"))
+    assert "submission failed" in alert["title"] and "Invalid scenario IDs" in alert["error"]
 
 
 def test_a_refused_api_key_is_one_daemon_alert_not_one_per_job(

@@ -174,8 +174,12 @@ def test_an_invalid_edit_keeps_the_old_jobs_running_and_alerts_once_until_repair
     during = [slot for slot in slots_of(simulator, "a") if edited[1.5] < slot < edited[5.0] - timedelta(seconds=1)]
     assert len(during) >= 2
     assert slots_of(simulator, "b") and all(slot > applied.at for slot in slots_of(simulator, "b"))
-    # One alert per bad version of the file, none for the repair.
-    assert [t for t in alert_inbox.titles() if "config" in t] == ["[cekura-scheduler] config file invalid"] * 2
+    # One alert per bad version of the file, and one when it is repaired.
+    assert [t for t in alert_inbox.titles() if "config" in t] == [
+        "[cekura-scheduler] config file invalid",
+        "[cekura-scheduler] config file invalid",
+        "[cekura-scheduler] RESOLVED: config file invalid",
+    ]
 
 
 def test_jobs_command_says_the_file_is_invalid(tmp_path: Path) -> None:

@@ -139,3 +139,19 @@ def test_an_unreachable_database_is_a_store_error() -> None:
     store = Store(engine=create_db_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"))
     with pytest.raises(StoreError, match="claiming nightly"):
         claim(store)
+
+
+def test_prune_deletes_old_history_in_batches_and_keeps_the_rest(store: Store) -> None:
+    for minute in range(5):
+        fire = claim(store, slot=SLOT + timedelta(minutes=minute))
+        assert fire is not None
+        store.finish(fire.id, outcome="passed", at=NOW, runs=[RunRecord(run_id=minute, status="completed")])
+    in_flight = claim(store, slot=SLOT - timedelta(days=1))  # old but unfinished: never pruned
+    assert in_flight is not None
+
+    assert store.prune(before=SLOT + timedelta(minutes=3), batch=2) == 2
+    assert store.prune(before=SLOT + timedelta(minutes=3), batch=2) == 1
+    assert store.prune(before=SLOT + timedelta(minutes=3), batch=2) == 0
+    left = sorted(fire.slot.minute for fire in store.recent_fires(job="nightly", limit=10) if fire.state == "finished")
+    assert left == [3, 4]
+    assert store.get_fire(in_flight.id) is not None

@@ -7,6 +7,16 @@ as the outcome that caused them. The store owns every session: callers get plain
 database failure becomes a ``StoreError``. The API key is never stored.
 """
 
+from scheduler.store.alerting import (
+    Incident,
+    IncidentAction,
+    IncidentRow,
+    JobHistory,
+    Notice,
+    OutboxItem,
+    OutboxRow,
+    Router,
+)
 from scheduler.store.repository import Store, create_db_engine, migrations_dir, upgrade_database
 from scheduler.store.schema import (
     CLAIMED,
@@ -36,6 +46,14 @@ __all__ = [
     "ConfigChangeRow",
     "Fire",
     "Hold",
+    "Incident",
+    "IncidentAction",
+    "IncidentRow",
+    "JobHistory",
+    "Notice",
+    "OutboxItem",
+    "OutboxRow",
+    "Router",
     "RunRecord",
     "Store",
     "UTCDateTime",

@@ -12,12 +12,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event, func, or_, select, text, update
+from sqlalchemy import create_engine, delete, event, func, or_, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.errors import StoreError
+from scheduler.store.alerting import AlertingQueries, IncidentRow, OutboxRow, Router, route_outcome
 from scheduler.store.schema import (
     CLAIMED,
     FINISHED,
@@ -30,6 +31,7 @@ from scheduler.store.schema import (
     Hold,
     HoldRow,
     RunRecord,
+    RunRow,
     _fire,
     _replace_runs,
 )
@@ -88,7 +90,7 @@ def _describe(error: SQLAlchemyError) -> str:
     return str(original or error).strip().splitlines()[0]
 
 
-class Store:
+class Store(AlertingQueries):
     """The repository: every read and write the scheduler makes, each in its own short transaction."""
 
     def __init__(self, *, engine: Engine) -> None:
@@ -215,6 +217,7 @@ class Store:
         error: str | None = None,
         error_status_code: int | None = None,
         failed_reasons: dict[str, Any] | None = None,
+        route: Router | None = None,
     ) -> bool:
         """Record a fire's outcome. True when this call finished it; False when it was already finished.
 
@@ -239,6 +242,9 @@ class Store:
             ).rowcount
             if changed and runs is not None:
                 _replace_runs(session, fire_id, runs)
+            if changed and route is not None:
+                # The incidents and their messages are written in the same transaction as the outcome.
+                route_outcome(session, fire_id=fire_id, at=at, route=route)
             return bool(changed)
 
     def record_poll(self, fire_id: int, *, result_status: str) -> None:
@@ -299,22 +305,24 @@ class Store:
             rows = session.scalars(select(FireRow).where(FireRow.id.in_(newest)))
             return {row.job: _fire(row) for row in rows}
 
-    def last_slot(self, job: str, *, trigger: str = "schedule") -> datetime | None:
-        """The newest slot of a job that was claimed or skipped."""
-        with self._session(f"reading {job}'s last slot") as session:
-            return session.scalars(
-                select(func.max(FireRow.slot)).where(FireRow.job == job, FireRow.trigger == trigger)
-            ).first()
-
-    def last_slots(self, jobs: Sequence[str]) -> dict[str, datetime]:
-        """The newest scheduled slot recorded for each of these jobs (claimed, finished or skipped)."""
-        with self._session("reading the jobs' last slots") as session:
+    def slot_bounds(self, jobs: Sequence[str]) -> dict[str, tuple[datetime, datetime]]:
+        """The oldest and newest scheduled slot recorded for each of these jobs (claimed, finished or skipped)."""
+        with self._session("reading the jobs' recorded slots") as session:
             rows = session.execute(
-                select(FireRow.job, func.max(FireRow.slot))
+                select(FireRow.job, func.min(FireRow.slot), func.max(FireRow.slot))
                 .where(FireRow.job.in_(list(jobs)), FireRow.trigger == "schedule")
                 .group_by(FireRow.job)
             )
-            return {job: slot for job, slot in rows if slot is not None}
+            return {job: (first, last) for job, first, last in rows if first is not None and last is not None}
+
+    def recorded_slots(self, job: str, *, since: datetime) -> set[datetime]:
+        """The scheduled slots of a job that have a row, from ``since`` on."""
+        with self._session(f"reading {job}'s recorded slots") as session:
+            return set(
+                session.scalars(
+                    select(FireRow.slot).where(FireRow.job == job, FireRow.trigger == "schedule", FireRow.slot >= since)
+                )
+            )
 
     def job_busy(self, job: str) -> bool:
         """Whether the job has a fire that is claimed or whose result is still running."""
@@ -459,3 +467,35 @@ class Store:
                 )
                 for row in session.scalars(query.order_by(HoldRow.id))
             ]
+
+    def prune(self, *, before: datetime, batch: int = 500) -> int:
+        """Delete one batch of finished or skipped fires (with their runs) whose slot is before ``before``,
+        and the delivered or cancelled alerts and resolved incidents older than that; returns the fires deleted.
+
+        Call it until it returns less than ``batch``: short transactions keep the daemon's own writes flowing.
+        """
+        with self._session("pruning old history") as session:
+            ids = list(
+                session.scalars(
+                    select(FireRow.id)
+                    .where(FireRow.slot < before, FireRow.state.in_([FINISHED, SKIPPED]))
+                    .order_by(FireRow.id)
+                    .limit(batch)
+                )
+            )
+            if ids:
+                session.execute(delete(RunRow).where(RunRow.fire_id.in_(ids)))
+                session.execute(delete(FireRow).where(FireRow.id.in_(ids)))
+            outbox = list(
+                session.scalars(
+                    select(OutboxRow.id)
+                    .where(OutboxRow.created_at < before, OutboxRow.state.in_(["sent", "cancelled"]))
+                    .limit(batch)
+                )
+            )
+            if outbox:
+                session.execute(delete(OutboxRow).where(OutboxRow.id.in_(outbox)))
+            session.execute(
+                delete(IncidentRow).where(IncidentRow.resolved_at.is_not(None), IncidentRow.resolved_at < before)
+            )
+            return len(ids)
