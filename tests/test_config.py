@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from textwrap import dedent
 from zoneinfo import ZoneInfo
@@ -483,3 +483,25 @@ def test_demo_toml_loads() -> None:
     assert config.jobs
     assert all(job.alerts == ("console",) for job in config.jobs.values())
     assert config.channels["console"].url.get_secret_value() == "console://"
+
+
+def test_a_recurring_maintenance_window_covers_its_duration_in_its_timezone(tmp_path: Path) -> None:
+    text = (
+        '[jobs.a]\nevery = "1m"\nagent = 1\nscenarios = [1]\n\n'
+        '[maintenance.sunday]\ncron = "0 22 * * 0"\nduration = "2h"\ntimezone = "Europe/Paris"\njobs = ["a"]\n'
+    )
+    config = parse_config(text, path=tmp_path / "jobs.toml", env={})
+    sunday_evening = datetime(2026, 11, 29, 21, 30, tzinfo=UTC)  # 22:30 in Paris, a Sunday
+    found = config.maintenance_at("a", sunday_evening)
+    assert found is not None and found[0].mode == "mute" and found[1] == datetime(2026, 11, 29, 23, 0, tzinfo=UTC)
+    assert config.maintenance_at("a", datetime(2026, 11, 29, 23, 0, tzinfo=UTC)) is None  # the end is excluded
+    assert config.maintenance_at("a", datetime(2026, 11, 30, 21, 30, tzinfo=UTC)) is None  # Monday
+    assert config.maintenance_at("other", sunday_evening) is None
+
+
+def test_a_maintenance_window_needs_one_complete_kind(tmp_path: Path) -> None:
+    text = '[jobs.a]\nevery = "1m"\nagent = 1\nscenarios = [1]\n\n[maintenance.w]\ncron = "0 22 * * 0"\njobs = ["b"]\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, path=tmp_path / "jobs.toml", env={})
+    messages = [issue.message for issue in caught.value.issues]
+    assert any("give either cron and duration" in message for message in messages)
