@@ -133,8 +133,12 @@ class Store(AlertingQueries):
             owner=owner,
             lease_until=lease_until,
         )
+        return self._insert_fire(row, f"claiming {submission_name}")
+
+    def _insert_fire(self, row: FireRow, what: str) -> Fire | None:
+        """Insert a fire; None when its (job, slot) is taken already: the unique constraint decides."""
         try:
-            with self._session(f"claiming {submission_name}") as session:
+            with self._session(what) as session:
                 session.add(row)
                 session.flush()
                 return _fire(row)
@@ -166,13 +170,7 @@ class Store(AlertingQueries):
             skip_reason=reason,
             finished_at=fired_at,
         )
-        try:
-            with self._session(f"recording {submission_name} as skipped") as session:
-                session.add(row)
-                session.flush()
-                return _fire(row)
-        except IntegrityError:
-            return None
+        return self._insert_fire(row, f"recording {submission_name} as skipped")
 
     def record_submitted(
         self,
