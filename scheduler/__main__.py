@@ -1,5 +1,5 @@
 """``python -m scheduler`` is ``cekura-scheduler``."""
 
-from scheduler.cli import main
+from scheduler.health import main
 
 main()

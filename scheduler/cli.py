@@ -454,18 +454,9 @@ def check(timeout: float) -> None:
 
     For Docker's HEALTHCHECK and other probes: GET /healthz, which answers 200 while the scheduler loop turns.
     """
-    host, port = _settings().http_host_port
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # listening everywhere: ask this machine
-    url = f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
-    try:
-        answer = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as error:
-        click.echo(f"unhealthy: {url}: {error or type(error).__name__}", err=True)
-        raise click.exceptions.Exit(1) from None
-    if answer.status_code != 200:
-        click.echo(f"unhealthy: {url} answered {answer.status_code}: {answer.text.strip()[:200]}", err=True)
-        raise click.exceptions.Exit(1)
-    click.echo(f"ok: {url}")
+    from scheduler.health import check as check_health
+
+    raise click.exceptions.Exit(check_health(timeout))
 
 
 @main.command()
@@ -566,10 +557,6 @@ def _config_with(path: Path, extra_env: dict[str, str]) -> Config:
         raise click.ClickException(str(error)) from None
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @main.group()
 def alerts() -> None:
     """Alert channels."""
@@ -623,3 +610,7 @@ def silence(job: str, duration: str | None, reason: str, by: str, end: bool) -> 
     click.echo(
         f"{job}: alerts held until {_when(until) if until else 'silence --end'} (by {by}: {reason or 'no reason'})"
     )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

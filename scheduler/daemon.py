@@ -265,6 +265,11 @@ class Daemon:
                 )
         return None
 
+    @property
+    def stopping(self) -> bool:
+        """True once shutdown has begun: no new fires should be started (e.g. from the HTTP API)."""
+        return self._stop.is_set()
+
     def next_fire(self, name: str) -> datetime | None:
         """When the job fires next (its slot plus any jitter), or None when it is not planned."""
         planned = self._plan.get(name)

@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 from scheduler.errors import SettingsError
 
@@ -68,6 +67,8 @@ class Settings(BaseSettings):
     @property
     def database_url_for_humans(self) -> str:
         """The database URL with its password hidden, for log lines and status output."""
+        from sqlalchemy.engine import make_url  # here: `check` loads settings and must start fast
+
         return make_url(self.database_url).render_as_string(hide_password=True)
 
     def require_api_key(self) -> SecretStr:

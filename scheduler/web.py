@@ -468,6 +468,8 @@ class WebServer:
         """Fire the job now (slot = now), recorded like any fire; answers once the submission is recorded."""
         job = self._configured(request)
         fields = await self._fields(request)
+        if self.daemon.stopping:
+            return _error(503, "the daemon is shutting down: nothing new is fired")
         logger.info("%s triggered by %s", job.name, self._who(request, fields), extra={"job": job.name})
         fire = await self._shielded(self.daemon.fire(job, self.daemon.clock.now(), trigger=MANUAL))
         if fire is None:
@@ -637,16 +639,20 @@ class WebServer:
 
     @staticmethod
     def _incidents_html(items: list[dict[str, Any]]) -> str:
+        """Open incidents, one line each (one per channel is one line), their detail on hover."""
         seen: dict[tuple[str, str], str] = {}
         for item in items:
-            what = str(item.get("title") or item.get("summary") or item.get("detail") or "open")
+            # A daemon's incident is named by its subject ("database unreachable"); a job's by its detail.
+            named = item.get("subject") if item.get("scope") not in (None, "job") else None
+            detail = str(item.get("detail") or "")
+            what = str(item.get("title") or item.get("summary") or named or detail).strip() or "open"
             since = item.get("failing_since") or item.get("opened_at")
-            when = since.isoformat() if isinstance(since, datetime) else str(since or "")
-            first = what.strip().splitlines()[0][:120] if what.strip() else "open"
+            when = since.strftime("%Y-%m-%d %H:%M UTC") if isinstance(since, datetime) else str(since or "")
+            first = what.splitlines()[0][:120]
             seen.setdefault(
                 (first, when),
-                f'<div class="incident" title="{escape(what[:1000])}"><span class="pill bad">incident</span> '
-                f"{escape(first)}" + (f"<br><small>since {escape(when)}</small>" if when else "") + "</div>",
+                f'<div class="incident" title="{escape((detail or what)[:1000])}"><span class="pill bad">incident'
+                f"</span> {escape(first)}" + (f"<br><small>since {escape(when)}</small>" if when else "") + "</div>",
             )
         return "".join(seen.values())
 

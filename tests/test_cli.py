@@ -43,6 +43,7 @@ def environment(tmp_path: Path, simulator: Simulator | None = None, **extra: str
     (tmp_path / "jobs.toml").write_text(JOBS)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
     env.update(SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"), SCHEDULER_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}")
+    env.update(SCHEDULER_HTTP_ADDR="127.0.0.1:0")  # `run` serves HTTP: a free port, not 8787 (parallel runs)
     if simulator is not None:
         env.update(CEKURA_API_KEY=API_KEY, CEKURA_BASE_URL=simulator.base_url)
     env.update(extra)
@@ -164,7 +165,19 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
 
 def test_every_command_explains_itself() -> None:
     env = dict(os.environ)
-    for command in ("run", "validate", "jobs", "trigger", "history", "demo", "simulator", "db"):
+    for command in (
+        "run",
+        "validate",
+        "jobs",
+        "trigger",
+        "history",
+        "check",
+        "demo",
+        "simulator",
+        "db",
+        "alerts",
+        "silence",
+    ):
         result = cli(command, "--help", env=env)
         assert result.returncode == 0 and "Usage:" in result.stdout, command
 

@@ -357,6 +357,7 @@ def test_sigterm_lets_submissions_in_flight_record_their_answer_and_hands_back_r
         CEKURA_BASE_URL=simulator.base_url,
         SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"),
         SCHEDULER_DATABASE_URL=f"sqlite:///{database}",
+        SCHEDULER_HTTP_ADDR="127.0.0.1:0",  # `run` serves HTTP: a free port, not 8787
     )
 
     def claimed() -> list[int]:

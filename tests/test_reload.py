@@ -204,6 +204,7 @@ def test_sighup_reloads_the_running_daemon(tmp_path: Path, simulator: Simulator)
         CEKURA_BASE_URL=simulator.base_url,
         SCHEDULER_CONFIG=str(path),
         SCHEDULER_DATABASE_URL=f"sqlite:///{database}",
+        SCHEDULER_HTTP_ADDR="127.0.0.1:0",  # `run` serves HTTP: a free port, not 8787
     )
     process = subprocess.Popen([sys.executable, "-m", "scheduler", "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:

@@ -331,8 +331,12 @@ def test_the_status_page_shows_outcomes_incidents_and_buttons(
             await eventually(both_outcomes)
             # What issue 5's Daemon.open_incidents gives is shown in the row of its job.
             incident = {"scope": "job", "subject": "smoke", "detail": "smoke failing\nmore", "opened_at": "09:00"}
-            daemon.open_incidents = lambda: [incident]  # type: ignore[attr-defined]
+            problem = {"scope": "daemon", "subject": "Cekura rejects the API key", "detail": "401", "opened_at": None}
+            daemon.open_incidents = lambda: [incident, problem]  # type: ignore[method-assign]
             page = (await client.get("/")).text
+            listed = {job["name"]: job for job in (await client.get("/api/jobs")).json()["jobs"]}
+            assert listed["smoke"]["open_incident"] == incident and listed["nightly"]["open_incident"] is None
+        assert "Open incidents of the daemon" in page and "Cekura rejects the API key" in page
         assert '<meta http-equiv="refresh"' in page and 'name="viewport"' in page
         smoke = page.split('data-job="smoke"')[1].split("</tr>")[0]
         assert 'class="m passed"' in smoke and 'class="m failed"' in smoke
