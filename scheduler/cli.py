@@ -540,8 +540,13 @@ def demo(duration: float) -> None:
         )
 
         async def main_loop() -> None:
+            from scheduler.web import WebServer
+
             async with _daemon(settings, config, store, SecretStr("demo-key")) as daemon:
-                await _run_until_signalled(daemon, duration=duration)
+                web = WebServer(daemon=daemon, host="127.0.0.1", port=0)
+                async with web:
+                    click.echo(f"demo: status page at {web.url}/\n", err=True)
+                    await _run_until_signalled(daemon, duration=duration)
 
         asyncio.run(main_loop())
         click.echo("\nWhat the demo recorded (cekura-scheduler history):")
