@@ -177,6 +177,9 @@ class Daemon:
             on_delivery=self._count_delivery,
         )
         self._open_incidents: list[Incident] = []
+        self._holds: list[Hold] = []
+        self._holds_at: datetime | None = None
+        self._holds_lock = asyncio.Lock()
         self.stats = Stats()
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -265,6 +268,15 @@ class Daemon:
                 )
         return None
 
+    async def _holds_now(self) -> list[Hold]:
+        """The pauses and silences in force, read at most once a second (many jobs may fire at once)."""
+        async with self._holds_lock:
+            now = self.clock.now()
+            if self._holds_at is None or not timedelta(0) <= now - self._holds_at < timedelta(seconds=1):
+                self._holds = await self._db(self.store.active_holds, at=now)
+                self._holds_at = now
+            return self._holds
+
     @property
     def stopping(self) -> bool:
         """True once shutdown has begun: no new fires should be started (e.g. from the HTTP API)."""
@@ -282,12 +294,14 @@ class Daemon:
         hold = await self._db(
             self.store.add_hold, job=name, kind="pause", at=self.clock.now(), until=until, created_by=by, reason=reason
         )
+        self._holds_at = None  # this process sees it at once; other replicas within a second
         logger.warning("%s paused by %s: %s", name, by, reason, extra={"job": name})
         return hold
 
     async def resume(self, name: str, *, by: str) -> bool:
         """Fire a paused job again from its next slot; False when it was not paused."""
         ended = await self._db(self.store.end_holds, job=name, kind="pause", at=self.clock.now())
+        self._holds_at = None
         if ended:
             logger.warning("%s resumed by %s", name, by, extra={"job": name})
         return ended > 0
@@ -626,7 +640,7 @@ class Daemon:
                 logger.info("%s skipped: maintenance window %s pauses the job", name, window, extra=extra)
                 return await self._record_skip(job, slot, SKIP_MAINTENANCE)
             if trigger == SCHEDULED and any(
-                hold.kind == "pause" for hold in await self._db(self.store.active_holds, at=slot, job=job.name)
+                hold.kind == "pause" and hold.job == job.name for hold in await self._holds_now()
             ):
                 logger.info("%s skipped: the job is paused", name, extra=extra)
                 return await self._record_skip(job, slot, SKIP_PAUSED)
