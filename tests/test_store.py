@@ -100,10 +100,34 @@ def test_an_answer_is_not_recorded_on_a_settled_fire(store: Store) -> None:
     assert not store.record_submitted(fire.id, result_id=1, status="pending", runs=[], at=NOW, poll_deadline=NOW)
 
 
-def test_unanswered_claims_are_listed(store: Store) -> None:
-    fire = claim(store)
-    assert fire is not None
-    assert [f.submission_name for f in store.unanswered()] == ["nightly@2026-11-29T03:00:00Z"]
+def test_work_whose_lease_ran_out_is_taken_over_by_one_process(store: Store) -> None:
+    live = store.claim(
+        job="nightly",
+        slot=SLOT,
+        trigger="schedule",
+        fired_at=NOW,
+        submission_name="a",
+        endpoint="run_scenarios",
+        runs_requested=1,
+        owner="alive",
+        lease_until=NOW + timedelta(seconds=30),
+    )
+    dead = store.claim(
+        job="other",
+        slot=SLOT,
+        trigger="schedule",
+        fired_at=NOW,
+        submission_name="b",
+        endpoint="run_scenarios",
+        runs_requested=1,
+        owner="dead",
+        lease_until=NOW - timedelta(seconds=1),
+    )
+    assert live is not None and dead is not None
+    taken = store.take_over("me", now=NOW, until=NOW + timedelta(seconds=30))
+    assert [(fire.id, fire.owner) for fire in taken] == [(dead.id, "me")]
+    assert store.take_over("someone else", now=NOW, until=NOW + timedelta(seconds=30)) == []  # one taker
+    assert store.renew_leases("alive", [live.id, dead.id], until=NOW + timedelta(minutes=1)) == {live.id}
 
 
 def test_skipped_slots_are_recorded_with_their_reason(store: Store) -> None:
@@ -121,7 +145,7 @@ def test_skipped_slots_are_recorded_with_their_reason(store: Store) -> None:
     assert claim(store) is None  # a skipped slot is taken too
 
 
-def test_previous_outcome_and_history(store: Store) -> None:
+def test_history_lists_the_newest_fires_first(store: Store) -> None:
     outcomes = ["passed", "failed", "passed"]
     ids = []
     for minute, outcome in enumerate(outcomes):
@@ -129,8 +153,6 @@ def test_previous_outcome_and_history(store: Store) -> None:
         assert fire is not None
         store.finish(fire.id, outcome=outcome, at=NOW)
         ids.append(fire.id)
-    assert store.previous_outcome("nightly", before_fire_id=ids[2]) == "failed"
-    assert store.previous_outcome("nightly", before_fire_id=ids[0]) is None
     assert [f.outcome for f in store.recent_fires(job="nightly", limit=2)] == ["passed", "failed"]
     assert store.last_fires_by_job()["nightly"].id == ids[2]
 

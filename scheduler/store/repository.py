@@ -272,22 +272,6 @@ class Store(AlertingQueries):
             rows = session.scalars(select(FireRow).where(FireRow.state == SUBMITTED).order_by(FireRow.id))
             return [_fire(row) for row in rows]
 
-    def unanswered(self) -> list[Fire]:
-        """Claimed fires with no recorded answer: the process stopped between the claim and the answer."""
-        with self._session("listing unanswered claims") as session:
-            rows = session.scalars(select(FireRow).where(FireRow.state == CLAIMED).order_by(FireRow.id))
-            return [_fire(row) for row in rows]
-
-    def previous_outcome(self, job: str, *, before_fire_id: int) -> str | None:
-        """The outcome of the job's latest finished fire before this one (None when there is none)."""
-        with self._session(f"reading {job}'s previous outcome") as session:
-            return session.scalars(
-                select(FireRow.outcome)
-                .where(FireRow.job == job, FireRow.state == FINISHED, FireRow.id < before_fire_id)
-                .order_by(FireRow.id.desc())
-                .limit(1)
-            ).first()
-
     def recent_fires(self, *, job: str | None = None, limit: int = 20) -> list[Fire]:
         """The newest fires first, of one job or all."""
         with self._session("listing fires") as session:
