@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ContextManager
 
 from sqlalchemy import create_engine, text
 
-Database = Callable[[Path], ContextManager[str]]
+Database = Callable[[Path], AbstractContextManager[str]]
 """Given a scratch folder, a context manager yielding a database URL for one measurement."""
 
 

@@ -7,12 +7,16 @@ a job is the simulator's arrival time of its POST minus the slot in its submissi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+
+from sqlalchemy import create_engine, text
 
 from bench.databases import Database, sqlite
 from bench.plan import Lags, job_names, jobs_toml, next_slot_every, slot_of
@@ -20,6 +24,7 @@ from bench.procs import SimServer, clean_environment, cpu_seconds, daemons, scra
 
 LATENCY = 0.1  # seconds the simulator takes to answer: a stand-in for the real API
 CONCURRENCY = 50  # the default max_concurrent_submissions
+FLOOR_PATIENCE = 120.0  # seconds the floor gets after its slot (plus 20 ms a job) before what is left is missing
 
 
 class TooLate(Exception):
@@ -35,10 +40,13 @@ class FireRun:
     duplicates: int  # names POSTed more than once
     missing: int  # expected names that never arrived
     cpu: float = 0.0  # CPU seconds the daemons used from just before the slot to the last POST
+    owners: dict[str, int] = dataclasses.field(default_factory=dict)  # fires submitted by each daemon
+    errors: int = 0  # ERROR lines in the daemons' logs: a figure is only worth something without them
 
     @property
     def summary(self) -> Lags:
-        return Lags.of(self.lags)
+        """p50/p99/max, where a POST that never arrived counts as an unbounded lag."""
+        return Lags.of(self.lags + [math.inf] * self.missing)
 
 
 def _collect(sim: SimServer, expected: set[str]) -> FireRun:
@@ -90,7 +98,7 @@ def daemon_run(
 
 def _daemon_round(jobs: int, database: Database, replicas: int, daemon_toml: str, margin: float) -> FireRun:
     with SimServer(latency=LATENCY) as sim, scratch_folder("firelag") as folder, database(folder) as url:
-        shortest = max(30, int(2 * margin + jobs * 0.01))
+        shortest = max(30, int(2 * margin + jobs * 0.03))  # the next slot must not come during the measure
         every, slot = next_slot_every(time.time() + margin, shortest=shortest, longest=2 * shortest)
         names = job_names("j", jobs)
         config = folder / "jobs.toml"
@@ -104,7 +112,21 @@ def _daemon_round(jobs: int, database: Database, replicas: int, daemon_toml: str
             _wait_for_posts(sim, jobs, timeout=slot - time.time() + 60 + jobs * 0.05)
             used = sum(cpu_seconds(d.pid) for d in started) - before
             run = _collect(sim, {f"{name}@{_stamp(slot)}" for name in names})
-        return dataclasses.replace(run, cpu=used)
+        errors = sum(daemon.errors() for daemon in started)
+        return dataclasses.replace(run, cpu=used, owners=_owners(url), errors=errors)
+
+
+def _owners(url: str) -> dict[str, int]:
+    """How many slots each daemon claimed (the ``owner`` of each fire it submitted)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT owner, count(*) FROM fires WHERE state != 'skipped' GROUP BY owner ORDER BY owner")
+            )
+            return {str(owner): int(count) for owner, count in rows}
+    finally:
+        engine.dispose()
 
 
 def daemon_ticks(samples: int, *, database: Database = sqlite) -> FireRun:
@@ -117,30 +139,40 @@ def daemon_ticks(samples: int, *, database: Database = sqlite) -> FireRun:
             first = int(ready) + 1
             slots = [first + index for index in range(samples)]
             _wait_for_posts(sim, samples, timeout=samples + 30)
-            return _collect(sim, {f"tick@{_stamp(slot)}" for slot in slots})
+            run = _collect(sim, {f"tick@{_stamp(slot)}" for slot in slots})
+        return dataclasses.replace(run, errors=daemon.errors())
 
 
 def floor_run(jobs: int, *, slots: int = 1) -> FireRun:
-    """The same jobs fired by bare APScheduler 3 + httpx (``bench.floor``): ``jobs`` POSTs at each of ``slots``."""
-    with SimServer(latency=LATENCY) as sim:
-        start = time.time() + 3.0 + jobs * 0.0005  # the floor's imports and scheduling
-        firsts = [float(int(start) + 1 + index) for index in range(slots)]
-        command = [sys.executable, "-m", "bench.floor", "--url", sim.url, "--jobs", str(jobs)]
-        for slot in firsts:
-            command += ["--slot", str(slot)]
-        command += ["--connections", str(CONCURRENCY)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=clean_environment())
-        try:
-            assert process.stdout is not None
-            if process.stdout.readline().strip() != "READY" or time.time() > firsts[0] - 0.1:
-                raise RuntimeError("the floor was not ready before its slot")
-            process.wait(timeout=firsts[-1] - time.time() + 120 + jobs * 0.05)
-        finally:
-            stop_process(process, grace=5)
-            if process.stdout is not None:
-                process.stdout.close()
-        names = {f"floor{index:05d}@{_stamp(slot)}" for slot in firsts for index in range(jobs)}
-        return _collect(sim, names)
+    """The same jobs fired by bare APScheduler 3 + httpx (``bench.floor``): ``jobs`` POSTs at each of ``slots``.
+
+    The floor gets ``FLOOR_PATIENCE`` seconds (plus 20 ms a job) after its last slot; what has not arrived by
+    then counts as missing, and its lag as unbounded (httpx's pool is quadratic in the requests queued on it).
+    """
+    margin = 3.0 + jobs * 0.0005  # the floor's imports and scheduling
+    for _attempt in range(3):
+        with SimServer(latency=LATENCY) as sim:
+            start = time.time() + margin
+            firsts = [float(int(start) + 1 + index) for index in range(slots)]
+            command = [sys.executable, "-m", "bench.floor", "--url", sim.url, "--jobs", str(jobs)]
+            for slot in firsts:
+                command += ["--slot", str(slot)]
+            command += ["--connections", str(CONCURRENCY)]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=clean_environment())
+            try:
+                assert process.stdout is not None
+                if process.stdout.readline().strip() != "READY" or time.time() > firsts[0] - 0.1:
+                    margin *= 2
+                    continue
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=firsts[-1] - time.time() + FLOOR_PATIENCE + jobs * 0.02)
+            finally:
+                stop_process(process, grace=5)
+                if process.stdout is not None:
+                    process.stdout.close()
+            names = {f"floor{index:05d}@{_stamp(slot)}" for slot in firsts for index in range(jobs)}
+            return _collect(sim, names)
+    raise RuntimeError(f"the floor with {jobs} jobs never became ready before its slot")
 
 
 def physical_limit(jobs: int, *, latency: float = LATENCY, concurrency: int = CONCURRENCY) -> float:

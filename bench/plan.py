@@ -44,6 +44,25 @@ def next_slot_every(earliest: float, *, shortest: int, longest: int) -> tuple[in
     return best
 
 
+def two_slots(earliest: float, gap: int, *, shortest: int, longest: int) -> tuple[int, int, int, int]:
+    """Two intervals whose next slots come soon after ``earliest``, the second ``gap`` (to +1) s after the first.
+
+    Returns (first interval, first slot, second interval, second slot).
+    """
+    best: tuple[int, int, int, int] | None = None
+    for first in range(shortest, longest + 1):
+        slot = math.ceil(earliest / first) * first
+        if slot - earliest > 30:
+            continue
+        for second in range(shortest, longest + 1):
+            later = math.ceil((slot + gap) / second) * second
+            if later - slot - gap <= 1 and (best is None or slot < best[1]):
+                best = (first, slot, second, later)
+    if best is None:
+        raise RuntimeError(f"no two intervals in [{shortest}, {longest}] fall due {gap} s apart soon")
+    return best
+
+
 def slot_suffix(slot: float) -> str:
     """The ``@<slot>`` part of the submission names of a slot (epoch seconds)."""
     return submission_name("", datetime.fromtimestamp(slot, UTC))
@@ -89,7 +108,9 @@ class Lags:
 
 
 def seconds(value: float) -> str:
-    """A duration for a human: 4 ms, 120 ms, 2.31 s, 16.4 s."""
+    """A duration for a human: 4 ms, 120 ms, 2.31 s, 16.4 s (and "never" for a POST that did not arrive)."""
+    if math.isinf(value):
+        return "never"
     if value < 1:
         return f"{value * 1000:.0f} ms" if value >= 0.0095 else f"{value * 1000:.1f} ms"
     return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"

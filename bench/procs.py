@@ -131,6 +131,10 @@ class Daemon:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def errors(self) -> int:
+        """How many ERROR lines the daemon logged (a crashed task, a failed write: the figures are suspect)."""
+        return sum(1 for line in self.log_text().splitlines() if " ERROR " in line)
+
     def wait_for_log(self, text: str, *, timeout: float) -> float:
         """Wait until ``text`` shows in the log; return when it was seen (epoch seconds)."""
         deadline = time.monotonic() + timeout
@@ -169,7 +173,7 @@ def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
     """Attach py-spy to a daemon (``--profile DIR``): collapsed stacks, one file per daemon, main thread apart."""
     if not PROFILES:
         return None
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         raise RuntimeError("--profile needs py-spy: pip install py-spy")
     folder = PROFILES[0]

@@ -1,0 +1,463 @@
+"""``python -m bench``: run the benchmarks, print the table, and optionally write it as Markdown.
+
+Small sizes by default (a few minutes on 2 cores); ``--full`` for the table of BENCHMARKS.md (about half an hour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.configload import load_run, reload_run
+from bench.databases import postgres, sqlite
+from bench.firelag import (
+    CONCURRENCY,
+    FLOOR_PATIENCE,
+    LATENCY,
+    FireRun,
+    daemon_run,
+    daemon_ticks,
+    floor_run,
+    physical_limit,
+)
+from bench.idle import idle_run
+from bench.plan import Lags, seconds
+from bench.polling import IN_FLIGHT, PROBES, poll_run, probe_run
+
+NAMES = ("firelag", "idle", "config", "polling", "postgres")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and how many times: the default run is small, ``--full`` is the table of BENCHMARKS.md."""
+
+    firelag: dict[int, int]  # jobs due at once -> repeats (medians are taken over them)
+    tick_samples: int  # slots of the 1-job case (one job every second)
+    idle_jobs: int
+    idle_seconds: float
+    config_jobs: int
+    config_repeats: int
+    poll_window: float
+    probe_repeats: int
+    postgres_repeats: int
+
+
+DEFAULT = Sizes(
+    firelag={100: 3, 1000: 1},
+    tick_samples=30,
+    idle_jobs=10_000,
+    idle_seconds=30,
+    config_jobs=10_000,
+    config_repeats=3,
+    poll_window=30,
+    probe_repeats=1,
+    postgres_repeats=1,
+)
+FULL = Sizes(
+    firelag={100: 5, 1000: 3, 10_000: 1},
+    tick_samples=60,
+    idle_jobs=10_000,
+    idle_seconds=60,
+    config_jobs=10_000,
+    config_repeats=5,
+    poll_window=60,
+    probe_repeats=3,
+    postgres_repeats=3,
+)
+
+
+@dataclass
+class Row:
+    """One line of the table: our figure beside its baseline, the ratio, and the target it answers to."""
+
+    benchmark: str
+    ours: str
+    baseline: str
+    ratio: str
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "MISSED", None: ""}[self.met]
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+    fire_runs: dict[int, list[FireRun]] = field(default_factory=dict)  # our daemon's runs, by jobs due at once
+    notes: list[str] = field(default_factory=list)
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _errors(count: int) -> str:
+    return f" · {count} ERROR lines in the daemon's log" if count else ""
+
+
+def ratio(value: float, baseline: float) -> str:
+    if math.isinf(value) or math.isinf(baseline) or baseline <= 0:
+        return "n/a"
+    return f"{value / baseline:.2f}x"
+
+
+# -- the benchmarks ---------------------------------------------------------------------------------------
+
+
+def bench_firelag(sizes: Sizes, report: Report) -> None:
+    say(f"fire lag: 1 job, every second, {sizes.tick_samples} slots (daemon, then the floor)")
+    ours = daemon_ticks(sizes.tick_samples)
+    floor = floor_run(1, slots=sizes.tick_samples)
+    _firelag_rows(report, 1, [ours], [floor], label=f"fire lag, 1 job ({sizes.tick_samples} slots)")
+    for jobs, repeats in sizes.firelag.items():
+        ours_runs, floor_runs = [], []
+        for index in range(repeats):
+            say(f"fire lag: {jobs} jobs at once, run {index + 1}/{repeats} (daemon, then the floor)")
+            ours_runs.append(daemon_run(jobs))
+            floor_runs.append(floor_run(jobs))
+        _firelag_rows(report, jobs, ours_runs, floor_runs, label=f"fire lag, {jobs:,} jobs at once")
+        report.fire_runs[jobs] = ours_runs
+
+
+def _firelag_rows(report: Report, jobs: int, ours_runs: list[FireRun], floor_runs: list[FireRun], label: str) -> None:
+    ours = Lags.median([run.summary for run in ours_runs])
+    floor = Lags.median([run.summary for run in floor_runs])
+    limit = physical_limit(jobs)
+    lost = sum(run.missing + run.duplicates for run in ours_runs)
+    errors = sum(run.errors for run in ours_runs)
+    cpu = sorted(run.cpu for run in ours_runs)[len(ours_runs) // 2]
+    extra = f" · daemon CPU {cpu:.1f} s ({cpu / jobs * 1000:.1f} ms/fire)" if jobs > 1 else ""
+    extra += f" · {lost} missing or doubled" if lost else ""
+    extra += _errors(errors)
+    target, met = "", None
+    if jobs == 1:
+        target, met = "p99 <= 50 ms", ours.p99 <= 0.050
+    elif jobs == 1000:
+        target, met = "p99 <= 2.5 s", ours.p99 <= 2.5
+    unsent = max(run.missing for run in floor_runs)
+    patience = FLOOR_PATIENCE + jobs * 0.02
+    floor_extra = f" ({unsent:,} of {jobs:,} not sent within {patience:.0f} s)" if unsent else ""
+    report.rows.append(
+        Row(
+            label,
+            ours.text() + extra,
+            f"floor (APScheduler 3 + httpx, 50 conn.): {floor.text()}{floor_extra} · physical N x {seconds(LATENCY)} / "
+            f"{CONCURRENCY} = {seconds(limit)}",
+            f"{ratio(ours.p99, floor.p99)} floor, {ratio(ours.p99, limit)} physical (p99)",
+            target,
+            met,
+        )
+    )
+    report.raw[f"firelag_{jobs}"] = {
+        "ours": [dataclasses.asdict(run.summary) | {"cpu": run.cpu} for run in ours_runs],
+        "floor": [dataclasses.asdict(run.summary) for run in floor_runs],
+        "received_at_p99": [Lags.of(run.received_lags).p99 for run in ours_runs if run.received_lags],
+        "physical": limit,
+    }
+
+
+def bench_idle(sizes: Sizes, report: Report) -> None:
+    say(f"idle: {sizes.idle_jobs:,} jobs loaded, nothing due, {sizes.idle_seconds:.0f} s")
+    result = idle_run(sizes.idle_jobs, sizes.idle_seconds)
+    daemon, base = result.daemon, result.baseline
+    report.rows.append(
+        Row(
+            f"idle, {result.jobs:,} jobs loaded ({daemon.seconds:.0f} s)",
+            f"CPU {daemon.share:.2%} of a core ({daemon.cpu:.2f} s) · RSS {daemon.rss_mb:.0f} MB, "
+            f"peak {daemon.peak_rss_mb:.0f} MB" + _errors(result.errors),
+            f"python importing scheduler.daemon, asleep: CPU {base.share:.2%} · peak RSS {base.peak_rss_mb:.0f} MB",
+            f"{ratio(daemon.peak_rss_mb, base.peak_rss_mb)} peak RSS",
+            "CPU < 1% of a core, peak RSS < 150 MB",
+            daemon.share < 0.01 and daemon.peak_rss_mb < 150,
+        )
+    )
+    report.raw["idle"] = dataclasses.asdict(result)
+
+
+def bench_config(sizes: Sizes, report: Report) -> None:
+    say(f"config: load + validate {sizes.config_jobs:,} jobs, {sizes.config_repeats} times")
+    load = load_run(sizes.config_jobs, sizes.config_repeats)
+    report.rows.append(
+        Row(
+            f"config, load + validate {load.jobs:,} jobs",
+            seconds(load.load),
+            f"tomllib.loads of the same file alone: {seconds(load.parse)}",
+            ratio(load.load, load.parse),
+            "< 3 s",
+            load.load < 3,
+        )
+    )
+    say("config: reload one changed job in a running daemon")
+    reloaded = reload_run(sizes.config_jobs)
+    report.rows.append(
+        Row(
+            f"config, reload of one changed job ({reloaded.jobs:,} jobs)",
+            f"{seconds(reloaded.reload)} ({reloaded.summary or 'not applied'}) · worst lag of jobs due meanwhile "
+            f"{seconds(reloaded.lag_during)} (before: {seconds(reloaded.lag_before)})",
+            f"load + validate alone: {seconds(load.load)}",
+            ratio(reloaded.reload, load.load),
+            "< 1 s",
+            reloaded.applied and reloaded.reload < 1,
+        )
+    )
+    report.rows.append(
+        Row(
+            "config, slots around the reload",
+            f"{len(reloaded.missed)} missed, {len(reloaded.doubled)} doubled "
+            "(5 jobs every second, one changed to every 2 s)",
+            "-",
+            "-",
+            "none missed or doubled",
+            not reloaded.missed and not reloaded.doubled,
+        )
+    )
+    report.raw["config"] = {"load": dataclasses.asdict(load), "reload": dataclasses.asdict(reloaded)}
+
+
+def bench_polling(sizes: Sizes, report: Report) -> None:
+    say(f"polling: {IN_FLIGHT:,} results in flight, {sizes.poll_window:.0f} s")
+    polled = poll_run(sizes.poll_window)
+    report.rows.append(
+        Row(
+            f"polling, reads per in-flight result per minute ({polled.results:,} results, first "
+            f"{polled.window:.0f} s in flight)",
+            f"{polled.per_result_minute:.2f} ({polled.reads:,} reads)" + _errors(polled.errors),
+            f"the configured schedule (10 s, x1.5 each time, up to 1 min): {polled.expected_per_result_minute:.2f}",
+            ratio(polled.reads, polled.expected_reads),
+            "",
+        )
+    )
+    busy, idle = polled.cpu / polled.window, polled.idle_cpu / polled.idle_window
+    report.rows.append(
+        Row(
+            f"polling, CPU with {polled.results:,} results in flight",
+            f"{busy:.1%} of a core ({polled.cpu:.1f} s in {polled.window:.0f} s; "
+            f"{polled.cpu / max(polled.reads, 1) * 1000:.1f} ms per read)",
+            f"same daemon before the fire, nothing in flight: {idle:.2%}",
+            ratio(busy, idle),
+            "",
+        )
+    )
+    with_load, without = [], []
+    for index in range(sizes.probe_repeats):
+        say(f"polling: {PROBES} jobs due while {IN_FLIGHT:,} results are read, and while none are ({index + 1})")
+        with_load.append(probe_run(busy=True))
+        without.append(probe_run(busy=False))
+    busy_lags = Lags.median([probe.lags for probe in with_load])
+    idle_lags = Lags.median([probe.lags for probe in without])
+    reads = sorted(probe.reads_meanwhile for probe in with_load)[len(with_load) // 2]
+    report.rows.append(
+        Row(
+            f"polling, fire lag of {PROBES} jobs due while {IN_FLIGHT:,} results are polled",
+            f"{busy_lags.text()} ({reads} reads arrived meanwhile)"
+            + _errors(sum(probe.errors for probe in with_load + without)),
+            f"same {PROBES} jobs, nothing in flight: {idle_lags.text()}",
+            f"{ratio(busy_lags.p99, idle_lags.p99)} (p99)",
+            "no growth (p99 within 1.2x + 50 ms)",
+            busy_lags.p99 <= 1.2 * idle_lags.p99 + 0.05,
+        )
+    )
+    report.raw["polling"] = {
+        "poll": dataclasses.asdict(polled),
+        "probe_busy": [dataclasses.asdict(probe) for probe in with_load],
+        "probe_idle": [dataclasses.asdict(probe) for probe in without],
+    }
+
+
+def bench_postgres(sizes: Sizes, report: Report, url: str | None) -> None:
+    if not url:
+        report.notes.append("PostgreSQL: skipped (set SCHEDULER_TEST_POSTGRES_URL or pass --postgres URL).")
+        say("postgres: skipped (no URL)")
+        return
+    database = postgres(url)
+    jobs = 1000
+    runs: dict[str, list[FireRun]] = {"sqlite": list(report.fire_runs.get(jobs, [])), "postgres": [], "replicas": []}
+    for index in range(sizes.postgres_repeats):
+        say(f"postgres: {jobs} jobs on PostgreSQL, and with 3 replicas ({index + 1}/{sizes.postgres_repeats})")
+        if len(runs["sqlite"]) <= index:  # the SQLite baseline, unless the fire lag benchmark measured it
+            runs["sqlite"].append(daemon_run(jobs, database=sqlite))
+        runs["postgres"].append(daemon_run(jobs, database=database))
+        runs["replicas"].append(daemon_run(jobs, database=database, replicas=3))
+    lags = {key: Lags.median([run.summary for run in value]) for key, value in runs.items()}
+    limit = physical_limit(jobs)
+    report.rows.append(
+        Row(
+            f"PostgreSQL, fire lag, {jobs:,} jobs at once",
+            lags["postgres"].text(),
+            f"SQLite, same run: p99 {seconds(lags['sqlite'].p99)} · physical {seconds(limit)}",
+            f"{ratio(lags['postgres'].p99, lags['sqlite'].p99)} SQLite, "
+            f"{ratio(lags['postgres'].p99, limit)} physical (p99)",
+            "p99 <= 2.5 s",
+            lags["postgres"].p99 <= 2.5,
+        )
+    )
+    wrong = sum(run.missing + run.duplicates for run in runs["replicas"])
+    errors = sum(run.errors for value in runs.values() for run in value)
+    shares = " / ".join(str(count) for count in sorted(runs["replicas"][-1].owners.values(), reverse=True))
+    report.rows.append(
+        Row(
+            f"PostgreSQL, 3 replicas, {jobs:,} jobs at once",
+            f"{lags['replicas'].text()} · submitted by each replica: {shares} · {wrong} missing or doubled"
+            + _errors(errors),
+            f"one replica: p99 {seconds(lags['postgres'].p99)}",
+            f"{ratio(lags['replicas'].p99, lags['postgres'].p99)} (p99)",
+            "p99 <= 2.5 s, none missing or doubled",
+            lags["replicas"].p99 <= 2.5 and wrong == 0,
+        )
+    )
+    report.raw["postgres"] = {
+        key: [dataclasses.asdict(run.summary) | {"cpu": run.cpu, "owners": run.owners} for run in value]
+        for key, value in runs.items()
+    }
+
+
+# -- output -----------------------------------------------------------------------------------------------
+
+COLUMNS = ("benchmark", "ours", "baseline (same run)", "ratio", "target", "")
+
+
+def _cells(row: Row) -> tuple[str, ...]:
+    return (row.benchmark, row.ours, row.baseline, row.ratio, row.target, row.verdict)
+
+
+def text_table(rows: list[Row]) -> str:
+    lines = []
+    for row in rows:
+        benchmark, ours, baseline, ratio_text, target, verdict = _cells(row)
+        lines.append(f"{verdict or '-':6} {benchmark}")
+        lines.append(f"       ours:     {ours}")
+        lines.append(f"       baseline: {baseline}")
+        lines.append(f"       ratio:    {ratio_text}" + (f"    target: {target}" if target else ""))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(text) for text in _cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    load = " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (
+        f"{os.cpu_count()} cores (nproc), Python {platform.python_version()}, {platform.system()} "
+        f"{platform.release()}; load average (1/5/15 min) {load}"
+    )
+
+
+def revision() -> str:
+    """The commit measured, and whether the scheduler's files differ from it (read-only git commands)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=procs.ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "scheduler"], cwd=procs.ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes in scheduler/" if dirty else "")
+
+
+def wait_for_quiet(limit: float, *, patience: float = 600, every: float = 30) -> float:
+    """Wait (up to ``patience`` s) for the 1-minute load average to fall to ``limit``; return the last reading."""
+    deadline = time.monotonic() + patience
+    while (load := os.getloadavg()[0]) > limit and time.monotonic() < deadline:
+        say(f"load average {load:.2f} > {limit}: waiting {every:.0f} s")
+        time.sleep(every)
+    return load
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--full", action="store_true", help="the full sizes of BENCHMARKS.md (about half an hour)")
+    parser.add_argument("--only", choices=NAMES, action="append", help="run this benchmark only (repeatable)")
+    parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table as Markdown here")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every measurement as JSON here")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=os.environ.get("SCHEDULER_TEST_POSTGRES_URL"),
+        help="a PostgreSQL URL (default: $SCHEDULER_TEST_POSTGRES_URL); a schema of its own per measurement",
+    )
+    parser.add_argument(
+        "--wait-load",
+        type=float,
+        metavar="LOAD",
+        help="first wait (up to 10 min) for the 1-minute load average to fall to LOAD",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="attach py-spy (--gil: who holds the GIL) to every daemon; collapsed stacks here",
+    )
+    args = parser.parse_args(argv)
+
+    sizes = FULL if args.full else DEFAULT
+    if args.wait_load is not None:
+        wait_for_quiet(args.wait_load)
+    if args.profile is not None:
+        procs.PROFILES.append(args.profile)
+    before = machine()
+    report = Report()
+    runners: dict[str, Callable[[], None]] = {
+        "firelag": lambda: bench_firelag(sizes, report),
+        "idle": lambda: bench_idle(sizes, report),
+        "config": lambda: bench_config(sizes, report),
+        "polling": lambda: bench_polling(sizes, report),
+        "postgres": lambda: bench_postgres(sizes, report, args.postgres),
+    }
+    began = time.monotonic()
+    for name in args.only or NAMES:
+        try:
+            runners[name]()
+        except Exception as error:  # one broken benchmark must not lose the others' figures
+            say(f"{name}: failed: {error!r}")
+            report.notes.append(f"{name}: failed: {error!r}")
+    took = time.monotonic() - began
+    after = machine()
+
+    print(text_table(report.rows))
+    for note in report.notes:
+        print(note)
+    print(f"\ncode: {revision()}\nbefore: {before}\nafter:  {after}\ntook {took / 60:.1f} min")
+    command = "python -m bench" + (" --full" if args.full else "") + "".join(f" --only {n}" for n in args.only or [])
+    if args.markdown is not None:
+        text = [
+            f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} with `{command}` ({took / 60:.0f} min).",
+            "",
+            f"- Code: {revision()}",
+            f"- Machine before: {before}",
+            f"- Machine after: {after}",
+            "",
+            markdown_table(report.rows),
+            "",
+            *[f"- {note}" for note in report.notes],
+        ]
+        args.markdown.write_text("\n".join(text) + "\n")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"command": command, "machine": before, **report.raw}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
