@@ -237,7 +237,8 @@ def bench_polling(sizes: Sizes, report: Report) -> None:
             f"polling, reads per in-flight result per minute ({polled.results:,} results, first "
             f"{polled.window:.0f} s in flight)",
             f"{polled.per_result_minute:.2f} ({polled.reads:,} reads)" + _errors(polled.errors),
-            f"the configured schedule (10 s, x1.5 each time, up to 1 min): {polled.expected_per_result_minute:.2f}",
+            "the configured schedule (10 s, x1.5 each time, up to 1 min) from each result's first read: "
+            f"{polled.expected_per_result_minute:.2f}",
             ratio(polled.reads, polled.expected_reads),
             "",
         )
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_quiet(args.wait_load)
     if args.profile is not None:
         procs.PROFILES.append(args.profile)
-    before = machine()
+    before, code = machine(), revision()
     report = Report()
     runners: dict[str, Callable[[], None]] = {
         "firelag": lambda: bench_firelag(sizes, report),
@@ -435,17 +436,19 @@ def main(argv: list[str] | None = None) -> int:
             report.notes.append(f"{name}: failed: {error!r}")
     took = time.monotonic() - began
     after = machine()
+    if revision() != code:
+        code += f" at the start, {revision()} at the end"
 
     print(text_table(report.rows))
     for note in report.notes:
         print(note)
-    print(f"\ncode: {revision()}\nbefore: {before}\nafter:  {after}\ntook {took / 60:.1f} min")
+    print(f"\ncode: {code}\nbefore: {before}\nafter:  {after}\ntook {took / 60:.1f} min")
     command = "python -m bench" + (" --full" if args.full else "") + "".join(f" --only {n}" for n in args.only or [])
     if args.markdown is not None:
         text = [
             f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} with `{command}` ({took / 60:.0f} min).",
             "",
-            f"- Code: {revision()}",
+            f"- Code: {code}",
             f"- Machine before: {before}",
             f"- Machine after: {after}",
             "",

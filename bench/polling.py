@@ -39,7 +39,7 @@ class PollResult:
     results: int
     window: float  # seconds over which reads and CPU were counted, once every result was submitted
     reads: int  # GET /results/{id}/ that reached the simulator in the window
-    expected_reads: int  # what the configured schedule asks for in that window: the baseline
+    expected_reads: int  # what the configured schedule asks for in that window, from each result's first read
     cpu: float  # daemon CPU seconds in the window
     idle_cpu: float  # daemon CPU seconds over ``idle_window`` before the fire, same daemon, nothing in flight
     idle_window: float
@@ -77,16 +77,23 @@ def poll_run(window: float) -> PollResult:
                 idle_cpu = cpu_seconds(daemon.pid) - idle_start
                 _wait_for_posts(sim, IN_FLIGHT, timeout=slot - time.time() + 120)
                 posts = sim.posts()
-                answered = [arrived + LATENCY for arrived, _, _ in posts]
-                begin = max(answered) + 0.5
+                begin = max(arrived for arrived, _, _ in posts) + LATENCY + 0.5
                 time.sleep(max(0.0, begin - time.time()))
                 cpu_start = cpu_seconds(daemon.pid)
                 time.sleep(window)
                 cpu = cpu_seconds(daemon.pid) - cpu_start
-                reads = [at for at in sim.gets() if begin <= at < begin + window]
+                gets = sim.gets()
             errors = daemon.errors()
-        schedule = poll_times(begin + window - min(answered) + 1)
-        expected = sum(1 for start in answered for at in schedule if begin <= start + at < begin + window)
+        end = begin + window
+        reads = [at for at, _ in gets if begin <= at < end]
+        # The schedule counts from when the daemon started following a result (after recording its answer, which
+        # may come well after the answer under load): its first read, POLL_INTERVAL later, tells when that was.
+        first: dict[int, float] = {}
+        for at, result in gets:
+            first[result] = min(at, first.get(result, at))
+        starts = [at - POLL_INTERVAL for at in first.values()]
+        schedule = poll_times(end - min(starts, default=begin) + 1)
+        expected = sum(1 for start in starts for at in schedule if begin <= start + at < end)
         return PollResult(
             results=len(posts),
             window=window,
@@ -142,6 +149,6 @@ def _probe(busy: bool, margin: float) -> ProbeResult:
             _wait_for_posts(sim, expected, timeout=probe - time.time() + 90)
             run = _collect(sim, {f"{name}{slot_suffix(probe)}" for name in probes})
             last = probe + run.summary.max
-            reads = [at for at in sim.gets() if probe <= at <= last]
+            reads = [at for at, _ in sim.gets() if probe <= at <= last]
         errors = daemon.errors()
     return ProbeResult(lags=run.summary, reads_meanwhile=len(reads), errors=errors)

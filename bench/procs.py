@@ -100,9 +100,9 @@ class SimServer:
         """Each submission as it arrived: (arrived, the simulator's received_at or None, name), epoch seconds."""
         return [(arrived, received, name) for arrived, received, name in self._get("/_bench/posts")]
 
-    def gets(self) -> list[float]:
-        """When each result read arrived."""
-        return list(self._get("/_bench/gets"))
+    def gets(self) -> list[tuple[float, int]]:
+        """Each result read: (when it arrived, the result id)."""
+        return [(arrived, result) for arrived, result in self._get("/_bench/gets")]
 
     def close(self) -> None:
         stop_process(self.process, grace=10)

@@ -8,7 +8,7 @@ moment the POST reached the server, so a middleware notes it before any handler 
 - ``GET /_bench/counts``: how many submissions (POST) and result reads (GET) arrived;
 - ``GET /_bench/posts``: every submission as ``[arrived, received_at, name]`` (epoch seconds; received_at is
   null until the simulator has answered it);
-- ``GET /_bench/gets``: the arrival time of every result read.
+- ``GET /_bench/gets``: every result read as ``[arrived, result id]``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Recorder:
         self.simulator = simulator
         self.arrived: list[tuple[float, str | None]] = []
         self.posts = 0
-        self.gets: list[float] = []
+        self.gets: list[tuple[float, int]] = []  # (arrived, result id)
         self.searches = 0
 
     @web.middleware
@@ -48,10 +48,11 @@ class Recorder:
             body = await request.read()  # aiohttp keeps it: the handler reads it again for free
             self.arrived.append((arrived, _name_of(body)))
         elif path.startswith("/test_framework/v1/results/") and request.method == "GET":
-            if path.rstrip("/") == "/test_framework/v1/results":
-                self.searches += 1
+            result = path.rstrip("/").rpartition("/")[2]
+            if result.isdigit():
+                self.gets.append((arrived, int(result)))
             else:
-                self.gets.append(arrived)
+                self.searches += 1
         return await handler(request)
 
     async def counts(self, request: web.Request) -> web.Response:
