@@ -853,8 +853,11 @@ class Daemon:
                 logger.warning(
                     "%s: claimed but never sent; submitting it now", fire.submission_name, extra={"job": fire.job}
                 )
-                async with self._submissions:
-                    submitted = await self._submit(job, fire, build_submission(job, fire.submission_name))
+                try:
+                    async with self._submissions:
+                        submitted = await self._submit(job, fire, build_submission(job, fire.submission_name))
+                except _Unsettled:
+                    return  # sent again, answer lost, not found by name yet: a later sweep looks it up again
                 if submitted.state == "submitted":
                     self._start_following(submitted)
             else:

@@ -403,5 +403,6 @@ def test_check_and_the_tables_against_a_running_daemon(tmp_path: Path, simulator
     history = cli("history", "smoke", "--limit", "3", env=env).stdout
     assert history.splitlines()[0].split() == ["id", "job", "slot", "outcome", "result", "error"]
     assert (
-        "passed" in history and len(json.loads(cli("history", "--limit", "3", "--format", "json", env=env).stdout)) == 3
+        "passed" in history
+        and 1 <= len(json.loads(cli("history", "--limit", "3", "--format", "json", env=env).stdout)) <= 3
     )
