@@ -437,7 +437,7 @@ class Daemon:
         in_flight = len(handed_back)
         try:
             # Let another replica (or the next start) take these over now rather than when the lease ends.
-            await self._db(self.store.release_leases, self.owner, handed_back, at=self.clock.now())
+            await self._db(self.store.release_leases, self.owner, at=self.clock.now())
         except StoreError as error:
             logger.warning(
                 "could not hand back %d fires: %s (they are taken over when their lease ends)", len(handed_back), error

@@ -341,14 +341,19 @@ class Store(AlertingQueries):
             held = session.scalars(select(FireRow.id).where(FireRow.id.in_(list(fire_ids)), FireRow.owner == owner))
             return set(held)
 
-    def release_leases(self, owner: str, fire_ids: Sequence[int], *, at: datetime) -> None:
-        """Hand fires back at once (at shutdown), so that another process may take them over."""
-        if not fire_ids:
+    def release_leases(self, owner: str, fire_ids: Sequence[int] | None = None, *, at: datetime) -> None:
+        """Hand fires back at once, so that another process may take them over.
+
+        Without ``fire_ids`` (at shutdown), every unfinished fire this owner holds is handed back: a fire whose
+        answer was recorded a moment before the signal is not yet in any in-memory set, but it is in the table.
+        """
+        if fire_ids is not None and not fire_ids:
             return
+        condition = FireRow.state.in_([CLAIMED, SUBMITTED]) if fire_ids is None else FireRow.id.in_(list(fire_ids))
         with self._session("releasing leases") as session:
             session.execute(
                 update(FireRow)
-                .where(FireRow.id.in_(list(fire_ids)), FireRow.owner == owner)
+                .where(condition, FireRow.owner == owner)
                 .values(lease_until=at)
                 .execution_options(synchronize_session=False)
             )
