@@ -16,16 +16,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import httpx
 from pydantic import SecretStr
 
 from bench.plan import slot_of
 from bench.procs import SimServer, scratch_folder
 from bench.simserver import API_KEY
 from scheduler.alerts import AppriseSender
-from scheduler.cekura import CekuraClient
+from scheduler.cekura import CekuraClient, http_client
 from scheduler.config import ConfigSource, load_config
-from scheduler.daemon import Daemon
+from scheduler.daemon import READS_IN_FLIGHT, Daemon
 from scheduler.store import Store, create_db_engine, upgrade_database
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo")
@@ -115,9 +114,8 @@ async def _reload(jobs: int, sim: SimServer, folder: Path) -> ReloadResult:
     engine = create_db_engine(f"sqlite:///{folder / 'scheduler.db'}")
     upgrade_database(engine)
     store = Store(engine=engine)
-    limits = httpx.Limits(max_connections=70, max_keepalive_connections=20)  # as `cekura-scheduler run` has it
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), limits=limits) as http:
+        async with http_client(max_connections=50 + READS_IN_FLIGHT) as http:  # as `cekura-scheduler run` has it
             cekura = CekuraClient(http=http, base_url=sim.url, api_key=SecretStr(API_KEY))
             daemon = Daemon(config=config, store=store, cekura=cekura, alerts=AppriseSender())
             stop = asyncio.Event()

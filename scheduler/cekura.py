@@ -9,6 +9,7 @@ tolerantly: unknown fields are ignored, missing optional fields are fine.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -156,6 +157,42 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+class PooledTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 connections to Cekura in several small pools; each request goes to the least busy one.
+
+    Each time a request is queued or released, httpcore's pool walks all its connections (and, for each idle
+    one, counts them all again), and for each queued request scans them twice more: one pool of 70 connections
+    kept alive spends ~12 ms of CPU per request (BENCHMARKS.md). Small pools keep each walk short. Every pool
+    keeps all its connections alive: with fewer keep-alive connections than connections, httpcore closes each
+    connection that goes idle while more are open, and a burst reconnects.
+    """
+
+    def __init__(self, *, max_connections: int, per_pool: int = 8) -> None:
+        count = max(1, math.ceil(max_connections / per_pool))
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        tls = httpx.create_ssl_context()  # one for all pools: loading the CA bundle costs ~15 ms each time
+        self._pools = [httpx.AsyncHTTPTransport(limits=limits, verify=tls) for _ in range(count)]
+        self._busy = [0] * count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        index = min(range(len(self._pools)), key=self._busy.__getitem__)
+        self._busy[index] += 1
+        try:
+            return await self._pools[index].handle_async_request(request)
+        finally:
+            self._busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+def http_client(*, max_connections: int) -> httpx.AsyncClient:
+    """The HTTP client the daemon talks to Cekura through: small keep-alive pools, 30 s to answer."""
+    transport = PooledTransport(max_connections=max_connections)
+    return httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), transport=transport)
+
+
 class CekuraClient:
     """Talks to the Cekura API over an injected ``httpx.AsyncClient``."""
 
@@ -270,4 +307,14 @@ class CekuraClient:
             raise CekuraResponseError(f"{what} does not have the documented shape: {problems}") from None
 
 
-__all__ = ["TERMINAL_STATUSES", "CekuraClient", "CekuraError", "Result", "Run", "Submission", "build_submission"]
+__all__ = [
+    "TERMINAL_STATUSES",
+    "CekuraClient",
+    "CekuraError",
+    "PooledTransport",
+    "Result",
+    "Run",
+    "Submission",
+    "build_submission",
+    "http_client",
+]

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 from pydantic import SecretStr
 from rich import box
 from rich.console import Console
@@ -29,9 +28,9 @@ from rich.text import Text
 
 from scheduler import __version__
 from scheduler.alerts import AppriseSender
-from scheduler.cekura import CekuraClient
+from scheduler.cekura import CekuraClient, http_client
 from scheduler.config import Config, ConfigSource, Job, load_config
-from scheduler.daemon import Daemon
+from scheduler.daemon import READS_IN_FLIGHT, Daemon
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
 from scheduler.schedules import format_duration, parse_duration
 from scheduler.settings import Settings, load_settings
@@ -107,8 +106,7 @@ def _store(settings: Settings, *, upgrade: bool = True) -> Store:
 async def _daemon(
     settings: Settings, config: Config, store: Store, api_key: SecretStr, source: ConfigSource | None = None
 ) -> AsyncIterator[Daemon]:
-    limits = httpx.Limits(max_connections=config.daemon.max_concurrent_submissions + 20, max_keepalive_connections=20)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), limits=limits) as http:
+    async with http_client(max_connections=config.daemon.max_concurrent_submissions + READS_IN_FLIGHT) as http:
         cekura = CekuraClient(http=http, base_url=settings.base_url, api_key=api_key)
         yield Daemon(config=config, store=store, cekura=cekura, alerts=AppriseSender(), config_source=source)
 

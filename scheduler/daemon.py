@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
 import os
@@ -20,7 +21,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from scheduler.alerts import AlertSender, Outbox
 from scheduler.cekura import CekuraClient, Result, build_submission
@@ -40,7 +41,7 @@ from scheduler.errors import (
 from scheduler.incidents import DATABASE_DOWN, Incidents
 from scheduler.metrics import Metrics
 from scheduler.schedules import format_duration, jitter_offset, submission_name
-from scheduler.store import FAILED, PASSED, Fire, Hold, Incident, RunRecord, Store
+from scheduler.store import FAILED, PASSED, SUBMITTED, Fire, Hold, Incident, RunRecord, Store
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ T = TypeVar("T")
 
 SCHEDULED, MANUAL = "schedule", "manual"
 _SUBMIT_ATTEMPTS = 4
+READS_IN_FLIGHT = 20  # polls and look-ups at once; the HTTP client gets this many connections beyond submissions
 _MAX_SLEEP = 5.0  # the timer wakes at least this often, so liveness can be judged by its ticks
 _MAX_CATCH_UP_SLOTS = 1000
 _CATCH_UP_LOOKBACK = timedelta(days=1)  # how far back a restart looks for slots without a row
@@ -116,6 +118,67 @@ def run_records(result: Result) -> list[RunRecord]:
     ]
 
 
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+class _Claim(NamedTuple):
+    """A slot due now, on its way to be checked and claimed with the others due in the same turn of the loop."""
+
+    job: Job
+    slot: datetime
+    trigger: str
+    name: str
+    endpoint: str
+    now: datetime
+
+
+class _Admission(NamedTuple):
+    """Whether a due slot may fire: why it is skipped (with the budget's detail), or its claim."""
+
+    skip: str | None
+    detail: str | None = None
+    fire: Fire | None = None  # None with no skip: the slot was claimed already (another process, a restart)
+
+
+class _Batched(Generic[A, R]):
+    """Calls made while the previous batch runs, or in the same turn of the loop, run as one worker-thread call.
+
+    A thousand jobs due at once then cost one transaction to claim rather than a thousand (the ORM's per-session
+    cost, ~1 ms each, held the GIL the event loop needs), and answers arriving together are recorded together.
+    """
+
+    def __init__(
+        self, run_many: Callable[[list[A]], list[R]], spawn: Callable[[Awaitable[None]], asyncio.Task[None]]
+    ) -> None:
+        self._run_many = run_many
+        self._spawn = spawn
+        self._waiting: list[tuple[A, asyncio.Future[R]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: A) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._runner is None or self._runner.done():
+            self._runner = self._spawn(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let the callers of this turn of the loop join
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                results = await asyncio.to_thread(self._run_many, [item for item, _ in batch])
+            except Exception as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
 class Daemon:
     """Fires the jobs of one config, follows their results and alerts on their outcomes."""
 
@@ -152,6 +215,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self._sleep = sleep
         self._submissions = asyncio.Semaphore(config.daemon.max_concurrent_submissions)
+        self._reads = asyncio.Semaphore(READS_IN_FLIGHT)  # waves of polls never queue in front of submissions
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._following: set[int] = set()
@@ -181,6 +245,8 @@ class Daemon:
         self._holds_at: datetime | None = None
         self._holds_lock = asyncio.Lock()
         self.stats = Stats()
+        self._admissions: _Batched[_Claim, _Admission] = _Batched(self._admit_many, self._spawn)
+        self._answers: _Batched[dict[str, Any], bool] = _Batched(self.store.record_submitted_many, self._spawn)
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -250,8 +316,13 @@ class Daemon:
         self._plan[job.name] = (fire_at, slot)
         heapq.heappush(self._heap, (fire_at, slot, job.name))
 
-    def _over_budget(self, job: Job) -> str | None:
-        """Why this fire would exceed a max_runs_per_day (the job's or the daemon's), or None (worker thread)."""
+    def _over_budget(self, job: Job, tally: dict[str | None, int]) -> str | None:
+        """Why this fire would exceed a max_runs_per_day (the job's or the daemon's), or None (worker thread).
+
+        ``tally`` holds the runs counted so far for each limit (the job's name, or None for all jobs), read from
+        the database on first use and grown by each fire admitted in the same batch, so that a thousand fires
+        claimed together cannot all slip under the limit that the first of them saw.
+        """
         day = self.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
         limits = [
             (job.max_runs_per_day, job.name, f"job {job.name}"),
@@ -260,22 +331,32 @@ class Daemon:
         for limit, subject, label in limits:
             if limit is None:
                 continue
-            used = self.store.runs_submitted_since(day, job=subject)
+            if subject not in tally:
+                tally[subject] = self.store.runs_submitted_since(day, job=subject)
+            used = tally[subject]
             if used + job.runs_per_fire > limit:
                 return (
                     f"max_runs_per_day of {label} is {limit}: {used} Cekura runs since 00:00 UTC, and this fire "
                     f"would add {job.runs_per_fire}"
                 )
+        for limit, subject, _ in limits:
+            if limit is not None:
+                tally[subject] += job.runs_per_fire
         return None
 
     async def _holds_now(self) -> list[Hold]:
         """The pauses and silences in force, read at most once a second (many jobs may fire at once)."""
+        if self._holds_fresh(self.clock.now()):
+            return self._holds  # without the lock: fires due together stay together, and are claimed together
         async with self._holds_lock:
             now = self.clock.now()
-            if self._holds_at is None or not timedelta(0) <= now - self._holds_at < timedelta(seconds=1):
+            if not self._holds_fresh(now):
                 self._holds = await self._db(self.store.active_holds, at=now)
                 self._holds_at = now
             return self._holds
+
+    def _holds_fresh(self, now: datetime) -> bool:
+        return self._holds_at is not None and timedelta(0) <= now - self._holds_at < timedelta(seconds=1)
 
     @property
     def stopping(self) -> bool:
@@ -644,11 +725,14 @@ class Daemon:
             ):
                 logger.info("%s skipped: the job is paused", name, extra=extra)
                 return await self._record_skip(job, slot, SKIP_PAUSED)
-            if trigger == SCHEDULED and (over := await self._db(self._over_budget, job)):
+            now = self.clock.now()
+            reason, over, fire = await self._admissions(_Claim(job, slot, trigger, name, submission.endpoint, now))
+            if reason == SKIP_BUDGET:
+                assert over is not None
                 logger.warning("%s skipped: %s", name, over, extra=extra)
                 await self.incidents.over_budget(job, slot, detail=over)
                 return await self._record_skip(job, slot, SKIP_BUDGET)
-            if trigger == SCHEDULED and job.overlap == "skip" and await self._db(self.store.job_busy, job.name):
+            if reason == SKIP_OVERLAP:
                 logger.warning(
                     "%s skipped: the previous result of %s is still running (overlap = skip)",
                     name,
@@ -656,19 +740,6 @@ class Daemon:
                     extra=extra,
                 )
                 return await self._record_skip(job, slot, SKIP_OVERLAP)
-            now = self.clock.now()
-            fire = await self._db(
-                self.store.claim,
-                job=job.name,
-                slot=slot,
-                trigger=trigger,
-                fired_at=now,
-                submission_name=name,
-                endpoint=submission.endpoint,
-                runs_requested=job.runs_per_fire,
-                owner=self.owner,
-                lease_until=now + self.lease,
-            )
         except StoreError as error:
             logger.error("%s not submitted: cannot claim the slot: %s", name, error, extra=extra)
             if trigger == SCHEDULED:
@@ -691,8 +762,7 @@ class Daemon:
         claimed = fire
         self._submitting.add(claimed.id)
         try:
-            async with self._submissions:
-                fire = await self._submit(job, claimed, submission)
+            fire = await self._submit(job, claimed, submission)
         except _Unsettled:
             return claimed  # left claimed; the sweep looks it up again later
         except StoreError as error:
@@ -706,13 +776,55 @@ class Daemon:
             self._start_following(fire)
         return fire
 
+    def _admit_many(self, requests: list[_Claim]) -> list[_Admission]:
+        """Check the slots due in one turn of the loop may fire (budget, overlap), then claim them, in one trip.
+
+        Each answer is (skip reason, budget detail, None) for a slot to skip, else (None, None, its claim or None
+        when it was claimed already). One query for the jobs still running, one transaction for every claim.
+        """
+        scheduled = [job for job, _, trigger, *_ in requests if trigger == SCHEDULED]
+        busy = self.store.busy_jobs(sorted({job.name for job in scheduled if job.overlap == "skip"}))
+        tally: dict[str | None, int] = {}
+        results = [_Admission(None)] * len(requests)
+        claims, placed = [], []
+        for index, (job, slot, trigger, name, endpoint, now) in enumerate(requests):
+            if trigger == SCHEDULED:
+                if job.overlap == "skip" and job.name in busy:
+                    results[index] = _Admission(SKIP_OVERLAP)
+                    continue
+                if over := self._over_budget(job, tally):
+                    results[index] = _Admission(SKIP_BUDGET, over)
+                    continue
+            if job.overlap == "skip":
+                busy.add(job.name)  # a second slot of the job in this batch finds the first one running
+            claims.append(
+                {
+                    "job": job.name,
+                    "slot": slot,
+                    "trigger": trigger,
+                    "fired_at": now,
+                    "submission_name": name,
+                    "endpoint": endpoint,
+                    "runs_requested": job.runs_per_fire,
+                    "owner": self.owner,
+                    "lease_until": now + self.lease,
+                }
+            )
+            placed.append(index)
+        for index, fire in zip(placed, self.store.claim_many(claims), strict=True):
+            results[index] = _Admission(None, None, fire)
+        return results
+
     async def _submit(self, job: Job, fire: Fire, submission: Any) -> Fire:
         extra = {"job": job.name, "slot": fire.slot.isoformat()}
         delay = 1.0
         last: CekuraError | None = None
         for attempt in range(1, _SUBMIT_ATTEMPTS + 1):
             try:
-                result = await self.cekura.submit(submission)
+                # Only the POST itself counts against max_concurrent_submissions: recording its answer, backing
+                # off and looking a lost answer up by name leave the slot to the next submission.
+                async with self._submissions:
+                    result = await self.cekura.submit(submission)
             except CekuraUnavailableError as error:
                 # Surely not taken into account by Cekura: safe to send again after a pause.
                 last = error
@@ -756,7 +868,8 @@ class Daemon:
         for pause in (1.0, 3.0, 6.0):
             await self._sleep(pause)
             try:
-                found = await self.cekura.find_by_name(fire.submission_name)
+                async with self._reads:
+                    found = await self.cekura.find_by_name(fire.submission_name)
             except CekuraError as error:
                 logger.warning("%s: cannot search for it yet: %s", fire.submission_name, error)
                 continue
@@ -776,14 +889,16 @@ class Daemon:
     async def _record_answer(self, job: Job | None, fire: Fire, result: Result) -> Fire:
         now = self.clock.now()
         timeout = job.result_timeout if job is not None else timedelta(hours=1)
-        recorded = await self._db(
-            self.store.record_submitted,
-            fire.id,
-            result_id=result.id,
-            status=result.status,
-            runs=run_records(result),
-            at=now,
-            poll_deadline=now + timeout,
+        runs = run_records(result)
+        recorded = await self._answers(
+            {
+                "fire_id": fire.id,
+                "result_id": result.id,
+                "status": result.status,
+                "runs": runs,
+                "at": now,
+                "poll_deadline": now + timeout,
+            }
         )
         if not recorded:
             logger.error(
@@ -800,9 +915,20 @@ class Daemon:
             len(result.runs),
             extra={"job": fire.job, "slot": fire.slot.isoformat(), "result_id": result.id},
         )
-        refreshed = await self._db(self.store.get_fire, fire.id)
-        assert refreshed is not None
-        return refreshed
+        if not recorded:
+            refreshed = await self._db(self.store.get_fire, fire.id)
+            assert refreshed is not None
+            return refreshed
+        # What the database now holds, without reading it back (a second transaction per fire).
+        return dataclasses.replace(
+            fire,
+            state=SUBMITTED,
+            result_id=result.id,
+            result_status=result.status,
+            submitted_at=now,
+            poll_deadline=now + timeout,
+            runs=runs,
+        )
 
     async def _record_submit_error(self, job: Job, fire: Fire, error: CekuraError, *, alert: bool = True) -> Fire:
         self.stats.submit_errors += 1
@@ -854,8 +980,7 @@ class Daemon:
                     "%s: claimed but never sent; submitting it now", fire.submission_name, extra={"job": fire.job}
                 )
                 try:
-                    async with self._submissions:
-                        submitted = await self._submit(job, fire, build_submission(job, fire.submission_name))
+                    submitted = await self._submit(job, fire, build_submission(job, fire.submission_name))
                 except _Unsettled:
                     return  # sent again, answer lost, not found by name yet: a later sweep looks it up again
                 if submitted.state == "submitted":
@@ -904,7 +1029,8 @@ class Daemon:
             await self._sleep(min(interval, remaining))
             interval = min(interval * 1.5, ceiling)
             try:
-                result = await self.cekura.get_result(fire.result_id)
+                async with self._reads:
+                    result = await self.cekura.get_result(fire.result_id)
             except CekuraNotFoundError as error:
                 self.metrics.polls.labels("not found").inc()
                 return await self._finish(fire, outcome=FAILED, error=error.message, result_status="not found")
@@ -941,8 +1067,9 @@ class Daemon:
         )
         runs: list[RunRecord] | None = None
         try:
-            await self.cekura.end_calls(fire.result_id)
-            runs = run_records(await self.cekura.get_result(fire.result_id))
+            async with self._reads:
+                await self.cekura.end_calls(fire.result_id)
+                runs = run_records(await self.cekura.get_result(fire.result_id))
         except CekuraError as error:
             logger.warning("ending the calls of result %d: %s", fire.result_id, error)
         job = self.job(fire.job)

@@ -172,9 +172,11 @@ async def _quick_sleep(seconds: float) -> None:
     await asyncio.sleep(min(seconds, 0.2))
 
 
-def prepare(tmp_path: Path, jobs: str, *, inbox: AlertInbox, database_url: str) -> tuple[Config, Store]:
+def prepare(
+    tmp_path: Path, jobs: str, *, inbox: AlertInbox, database_url: str, header: str = HEADER
+) -> tuple[Config, Store]:
     path = tmp_path / "jobs.toml"
-    path.write_text(HEADER + jobs)
+    path.write_text(header + jobs)
     config = load_config(path, env={"INBOX": inbox.url})
     engine = create_db_engine(database_url)
     _engines.append(engine)
@@ -215,9 +217,10 @@ def run_daemon(
     until: Callable[[Store], bool],
     timeout: float = 20.0,
     api_key: str = API_KEY,
+    header: str = HEADER,
 ) -> Store:
     """Run a daemon on ``jobs`` until ``until(store)`` holds (or time runs out), then stop it cleanly."""
-    config, store = prepare(tmp_path, jobs, inbox=inbox, database_url=database_url)
+    config, store = prepare(tmp_path, jobs, inbox=inbox, database_url=database_url, header=header)
 
     async def main() -> None:
         async with httpx.AsyncClient(timeout=5.0) as http:

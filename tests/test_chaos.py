@@ -269,7 +269,9 @@ def test_chaos_kill_and_restart_never_submits_twice_and_accounts_for_every_slot(
 
     with cleaning_up() as daemons:
         for round_ in range(8):
-            time.sleep(rng.uniform(0.0, 2.0))  # down a while: a few slots per job to catch up at the next start
+            # Down a while: a few slots per job to catch up at the next start. Before an odd round, long enough
+            # that a slot surely passes while no daemon runs (a quick restart may find nothing to catch up).
+            time.sleep(rng.uniform(1.5, 3.0) if round_ % 2 else rng.uniform(0.0, 2.0))
             daemon = start(tmp_path / f"round-{round_}.log")
             if round_ % 2:
                 # Killed as the first claim of its catch-up lands in the database, the others still being written.

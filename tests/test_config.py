@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.config import Config, load_config, parse_config
+from scheduler.config import Config, ConfigSource, load_config, parse_config
 from scheduler.errors import ConfigError, ConfigIssue
 
 REPO = Path(__file__).resolve().parent.parent
@@ -505,3 +505,32 @@ def test_a_maintenance_window_needs_one_complete_kind(tmp_path: Path) -> None:
         parse_config(text, path=tmp_path / "jobs.toml", env={})
     messages = [issue.message for issue in caught.value.issues]
     assert any("give either cron and duration" in message for message in messages)
+
+
+def test_a_reload_takes_unchanged_jobs_as_they_were_and_rebuilds_what_changed(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    jobs = (
+        '[jobs.a]\ncron = "0 3 * * *"\nagent = 1\nscenarios = [1]\n\n'
+        '[jobs.b]\nevery = "1h"\nagent = 1\nscenarios = [2]\n'
+    )
+    path.write_text('[defaults]\ntimezone = "UTC"\n\n' + jobs)
+    source = ConfigSource(path, env={})
+    first = source.load()
+
+    path.write_text('[defaults]\ntimezone = "UTC"\n\n' + jobs.replace('every = "1h"', 'every = "2h"'))
+    second = source.load()
+    assert second.jobs["a"] is first.jobs["a"]  # not validated again
+    assert second.jobs["b"].every == timedelta(hours=2)
+
+    # A change of [defaults] reaches every job that inherits it, unchanged tables included.
+    path.write_text('[defaults]\ntimezone = "Asia/Tokyo"\n\n' + jobs.replace('every = "1h"', 'every = "2h"'))
+    third = source.load()
+    assert third.jobs["a"].timezone == ZoneInfo("Asia/Tokyo") and third.jobs["b"].timezone == ZoneInfo("Asia/Tokyo")
+    assert third.jobs["a"].schedule.next_after(datetime(2026, 11, 29, tzinfo=UTC)) == datetime(
+        2026, 11, 29, 18, 0, tzinfo=UTC
+    )  # 03:00 in Tokyo
+
+    # An invalid version reuses nothing it should not: its errors are reported as they are.
+    path.write_text('[defaults]\ntimezone = "Asia/Tokyo"\n\n' + jobs.replace("scenarios = [1]", "scenarios = []"))
+    with pytest.raises(ConfigError):
+        source.load()

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,16 +68,19 @@ def test_a_rejected_submission_is_recorded_and_alerted_once(
     run: Callable[..., Store], simulator: Simulator, alert_inbox: AlertInbox
 ) -> None:
     simulator.config.unknown_scenarios = {102}
-    store = run(
-        until=lambda s: len(finished(s, "smoke")) >= 1,
-    )
+
+    def alerts() -> list[dict[str, Any]]:
+        return [doc for doc in alert_inbox.documents() if doc["title"].startswith("[cekura-scheduler] FAILED smoke")]
+
+    # The alert goes out through the outbox, a moment after the outcome is recorded: wait for both.
+    store = run(until=lambda s: len(finished(s, "smoke")) >= 1 and bool(alerts()))
 
     fire = finished(store, "smoke")[0]
     assert fire.outcome == "failed" and fire.result_id is None and fire.error_status_code == 400
     assert fire.error is not None and "Invalid scenario IDs or scenarios not found" in fire.error
     rejected = [entry for entry in simulator.submissions if entry.name == fire.submission_name]
     assert len(rejected) == 1  # a 400 is never retried
-    alert = next(doc for doc in alert_inbox.documents() if doc["title"].startswith("[cekura-scheduler] FAILED smoke"))
+    alert = alerts()[0]
     assert "submission failed" in alert["title"] and "Invalid scenario IDs" in alert["error"]
 
 

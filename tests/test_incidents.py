@@ -23,7 +23,7 @@ from scheduler.config import load_config
 from scheduler.daemon import Daemon
 from scheduler.simulator import Simulator
 from scheduler.store import Store
-from tests.conftest import HEADER, AlertInbox, prepare
+from tests.conftest import HEADER, AlertInbox, prepare, submissions_by_name
 
 START = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -312,6 +312,21 @@ def test_the_budget_skips_fires_beyond_max_runs_per_day_and_says_so_once(
     budget = [d for d in alert_inbox.documents() if d["event"] == "budget"]
     assert len(budget) == 1 and budget[0]["title"] == "[cekura-scheduler] SKIPPED greedy: budget"
     assert "max_runs_per_day of job greedy is 4" in budget[0]["detail"]
+
+
+def test_the_daemon_wide_budget_holds_when_many_jobs_fall_due_in_the_same_second(
+    run: Callable[..., Store], simulator: Simulator
+) -> None:
+    # Six jobs due at the same instants are claimed together: the third claim must already see the first two.
+    jobs = "".join(f'\n[jobs.j{n}]\nevery = "2s"\nagent = 12\nscenarios = [101]\n' for n in range(6))
+    header = HEADER.replace("[daemon]\n", "[daemon]\nmax_runs_per_day = 2\n", 1)
+
+    def skipped(store: Store) -> int:
+        return sum(f.skip_reason == "budget" for f in store.recent_fires(limit=100))
+
+    store = run(jobs=jobs, header=header, until=lambda s: skipped(s) >= 6)
+    assert len(submissions_by_name(simulator)) == 2  # the 2 runs allowed today, not more
+    assert sum(f.result_id is not None for f in store.recent_fires(limit=100)) == 2
 
 
 def test_a_pause_window_skips_slots_as_maintenance(run: Callable[..., Store], simulator: Simulator) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, delete, event, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -121,19 +123,18 @@ class Store(AlertingQueries):
         lease_until: datetime | None = None,
     ) -> Fire | None:
         """Claim a slot before anything is sent; None when it was already claimed (by us or a replica)."""
-        row = FireRow(
-            job=job,
-            slot=slot,
-            trigger=trigger,
-            fired_at=fired_at,
-            state=CLAIMED,
-            submission_name=submission_name,
-            endpoint=endpoint,
-            runs_requested=runs_requested,
-            owner=owner,
-            lease_until=lease_until,
-        )
-        return self._insert_fire(row, f"claiming {submission_name}")
+        claim = {
+            "job": job,
+            "slot": slot,
+            "trigger": trigger,
+            "fired_at": fired_at,
+            "submission_name": submission_name,
+            "endpoint": endpoint,
+            "runs_requested": runs_requested,
+            "owner": owner,
+            "lease_until": lease_until,
+        }
+        return self.claim_many([claim])[0]
 
     def _insert_fire(self, row: FireRow, what: str) -> Fire | None:
         """Insert a fire; None when its (job, slot) is taken already: the unique constraint decides."""
@@ -144,6 +145,67 @@ class Store(AlertingQueries):
                 return _fire(row)
         except IntegrityError:
             return None
+
+    def claim_many(self, claims: Sequence[dict[str, Any]]) -> list[Fire | None]:
+        """Claim many slots in one transaction; each None where the slot was already claimed.
+
+        Each claim holds the arguments of ``claim``. One INSERT ... ON CONFLICT DO NOTHING for all of them.
+        """
+        if not claims:
+            return []
+        dialect = self.engine.dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        rows = [{**claim, "state": CLAIMED} for claim in claims]
+        statement = (
+            insert(FireRow)
+            .on_conflict_do_nothing(index_elements=["job", "slot"])
+            .returning(FireRow.id, FireRow.job, FireRow.slot)
+        )
+        names = [claim["submission_name"] for claim in claims]
+        what = f"claiming {names[0]}" if len(names) == 1 else f"claiming {len(names)} slots ({names[0]}, ...)"
+        with self._session(what) as session:
+            ids = {(job, slot): fire_id for fire_id, job, slot in session.connection().execute(statement, rows)}
+        # What the database now holds, built without reading it back.
+        return [
+            None if (fire_id := ids.get((row["job"], row["slot"]))) is None else _fire(FireRow(id=fire_id, **row))
+            for row in rows
+        ]
+
+    def busy_jobs(self, jobs: Sequence[str]) -> set[str]:
+        """Which of these jobs have a fire that is claimed or whose result is still running (one query)."""
+        if not jobs:
+            return set()
+        with self._session("checking which jobs are running") as session:
+            return set(
+                session.scalars(
+                    select(FireRow.job)
+                    .where(FireRow.job.in_(list(jobs)), FireRow.state.in_([CLAIMED, SUBMITTED]))
+                    .distinct()
+                )
+            )
+
+    def record_submitted_many(self, answers: Sequence[dict[str, Any]]) -> list[bool]:
+        """``record_submitted`` for many fires in one transaction (each dict holds its arguments)."""
+        with self._session(f"recording {len(answers)} submissions") as session:
+            done = []
+            for answer in answers:
+                changed = session.execute(  # type: ignore[attr-defined]
+                    update(FireRow)
+                    .where(FireRow.id == answer["fire_id"], FireRow.state == CLAIMED)
+                    .values(
+                        state=SUBMITTED,
+                        result_id=answer["result_id"],
+                        result_status=answer["status"],
+                        submitted_at=answer["at"],
+                        poll_deadline=answer["poll_deadline"],
+                    )
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                done.append(bool(changed))
+            recorded = {answer["fire_id"]: answer["runs"] for answer, ok in zip(answers, done, strict=True) if ok}
+            if recorded:
+                _replace_runs(session, recorded)
+            return done
 
     def record_skipped(
         self,
@@ -186,22 +248,15 @@ class Store(AlertingQueries):
 
         False when the fire is no longer waiting for an answer (another process settled it).
         """
-        with self._session(f"recording the submission of fire {fire_id}") as session:
-            changed = session.execute(  # type: ignore[attr-defined]
-                update(FireRow)
-                .where(FireRow.id == fire_id, FireRow.state == CLAIMED)
-                .values(
-                    state=SUBMITTED,
-                    result_id=result_id,
-                    result_status=status,
-                    submitted_at=at,
-                    poll_deadline=poll_deadline,
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if changed:
-                _replace_runs(session, fire_id, runs)
-            return bool(changed)
+        answer = {
+            "fire_id": fire_id,
+            "result_id": result_id,
+            "status": status,
+            "runs": runs,
+            "at": at,
+            "poll_deadline": poll_deadline,
+        }
+        return self.record_submitted_many([answer])[0]
 
     def finish(
         self,
@@ -239,7 +294,7 @@ class Store(AlertingQueries):
                 .execution_options(synchronize_session=False)
             ).rowcount
             if changed and runs is not None:
-                _replace_runs(session, fire_id, runs)
+                _replace_runs(session, {fire_id: runs})
             if changed and route is not None:
                 # The incidents and their messages are written in the same transaction as the outcome.
                 route_outcome(session, fire_id=fire_id, at=at, route=route)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     delete,
+    insert,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -245,21 +246,23 @@ def _fire(row: FireRow, *, with_runs: bool = False) -> Fire:
     )
 
 
-def _replace_runs(session: Session, fire_id: int, runs: Sequence[RunRecord]) -> None:
-    # Delete first and flush: the unit of work would insert the new rows before deleting the old ones.
-    session.execute(delete(RunRow).where(RunRow.fire_id == fire_id))
-    session.flush()
-    session.add_all(
-        RunRow(
-            fire_id=fire_id,
-            run_id=run.run_id,
-            scenario=run.scenario,
-            scenario_name=run.scenario_name,
-            status=run.status,
-            success=run.success,
-            error_message=run.error_message,
-            duration=run.duration,
-            failed_metrics=json.dumps(run.failed_metrics) if run.failed_metrics else None,
-        )
+def _replace_runs(session: Session, runs_by_fire: Mapping[int, Sequence[RunRecord]]) -> None:
+    """Replace the runs recorded for each fire (one DELETE, one multi-row INSERT)."""
+    session.execute(delete(RunRow).where(RunRow.fire_id.in_(list(runs_by_fire))))
+    values = [
+        {
+            "fire_id": fire_id,
+            "run_id": run.run_id,
+            "scenario": run.scenario,
+            "scenario_name": run.scenario_name,
+            "status": run.status,
+            "success": run.success,
+            "error_message": run.error_message,
+            "duration": run.duration,
+            "failed_metrics": json.dumps(run.failed_metrics) if run.failed_metrics else None,
+        }
+        for fire_id, runs in runs_by_fire.items()
         for run in runs
-    )
+    ]
+    if values:
+        session.execute(insert(RunRow), values)
