@@ -149,15 +149,10 @@ class _Batched(Generic[A, R]):
     """
 
     def __init__(
-        self,
-        run_many: Callable[[list[A]], list[R]],
-        spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
-        *,
-        most: int = 1000,
+        self, run_many: Callable[[list[A]], list[R]], spawn: Callable[[Awaitable[None]], asyncio.Task[None]]
     ) -> None:
         self._run_many = run_many
         self._spawn = spawn
-        self._most = most
         self._waiting: list[tuple[A, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
 
@@ -171,7 +166,7 @@ class _Batched(Generic[A, R]):
     async def _drain(self) -> None:
         await asyncio.sleep(0)  # let the callers of this turn of the loop join
         while self._waiting:
-            batch, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+            batch, self._waiting = self._waiting, []
             try:
                 results = await asyncio.to_thread(self._run_many, [item for item, _ in batch])
             except Exception as error:
@@ -250,11 +245,7 @@ class Daemon:
         self._holds_at: datetime | None = None
         self._holds_lock = asyncio.Lock()
         self.stats = Stats()
-        # Claims go in batches of twice the submissions in flight: the first POSTs leave once the first batch is
-        # written, and replicas woken by the same slots take turns, so a burst is shared between them.
-        self._admissions: _Batched[_Claim, _Admission] = _Batched(
-            self._admit_many, self._spawn, most=2 * config.daemon.max_concurrent_submissions
-        )
+        self._admissions: _Batched[_Claim, _Admission] = _Batched(self._admit_many, self._spawn)
         self._answers: _Batched[dict[str, Any], bool] = _Batched(self.store.record_submitted_many, self._spawn)
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -298,19 +289,13 @@ class Daemon:
             logger.info("next fire of %s at %s", name, fire_at.isoformat(), extra={"job": name})
         while not self._stop.is_set():
             now = self.ticked_at = self.clock.now()
-            due: list[tuple[Job, datetime]] = []
             while self._heap and self._heap[0][0] <= now:
                 fire_at, slot, name = heapq.heappop(self._heap)
                 if self._plan.get(name) != (fire_at, slot):
                     continue  # planned before a reload changed or removed the job
                 job = self.config.jobs[name]
-                due.append((job, slot))
-                self._plan_next(job, after=slot)
-            # Replicas woken by the same slots claim them in different orders: they share a burst instead of
-            # queueing behind each other's claims of the same rows.
-            random.shuffle(due)
-            for job, slot in due:
                 self._spawn(self.fire(job, slot))
+                self._plan_next(job, after=slot)
             wait = (self._heap[0][0] - now).total_seconds() if self._heap else _MAX_SLEEP
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -181,7 +181,7 @@ def test_the_same_daemon_runs_on_postgresql(
 
 
 def test_many_jobs_due_at_once_are_each_submitted_once(run: Callable[..., Store], simulator: Simulator) -> None:
-    simulator.config.latency = 0.3  # with 10 submissions at a time, 25 jobs need three rounds (two claim batches)
+    simulator.config.latency = 0.3  # with 10 submissions at a time, 25 jobs need three rounds
     names = [f"job{number:02d}" for number in range(25)]
     jobs = "".join(f'\n[jobs.{name}]\nevery = "2s"\nagent = 1\nscenarios = [5]\n' for name in names)
     store = run(jobs=jobs, until=lambda s: all(finished(s, name) for name in names), timeout=30)
