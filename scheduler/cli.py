@@ -31,7 +31,7 @@ from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient, http_client
 from scheduler.config import Config, ConfigSource, Job, load_config
 from scheduler.daemon import READS_IN_FLIGHT, Daemon
-from scheduler.errors import ConfigError, SchedulerError, SettingsError
+from scheduler.errors import ConfigError, SchedulerError, SettingsError, count_errors
 from scheduler.schedules import format_duration, parse_duration
 from scheduler.settings import Settings, load_settings
 from scheduler.store import Fire, Store, create_db_engine, upgrade_database
@@ -222,7 +222,7 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
         else:
             for issue in error.issues:
                 click.echo(f"error: {issue}", err=True)
-            click.echo(f"{target}: {len(error.issues)} errors", err=True)
+            click.echo(f"{target}: {count_errors(error.issues)}", err=True)
         raise click.exceptions.Exit(1) from None
     now = datetime.now(UTC)
     summaries = [_job_summary(job, now, count) for job in config.jobs.values()]
@@ -289,7 +289,7 @@ def jobs(fmt: str) -> None:
             )
             raise click.exceptions.Exit(1) from None
         click.echo(
-            f"CONFIG INVALID: {settings.config_path} has {len(error.issues)} errors; a running daemon keeps "
+            f"CONFIG INVALID: {settings.config_path} has {count_errors(error.issues)}; a running daemon keeps "
             "the last valid version" + (f" (checked {applied.at:%Y-%m-%d %H:%M:%S} UTC)" if applied else "")
         )
         for issue in error.issues:

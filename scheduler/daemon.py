@@ -37,6 +37,7 @@ from scheduler.errors import (
     ConfigIssue,
     SchedulerError,
     StoreError,
+    count_errors,
 )
 from scheduler.incidents import DATABASE_DOWN, Incidents
 from scheduler.metrics import Metrics
@@ -441,7 +442,7 @@ class Daemon:
                 )
                 await self.incidents.problem(
                     "config file invalid",
-                    f"{source.path} (version {fingerprint}) has {len(error.issues)} errors; the daemon keeps "
+                    f"{source.path} (version {fingerprint}) has {count_errors(error.issues)}; the daemon keeps "
                     f"running the previous version ({self.config.digest}).\n{detail}",
                     subject=f"config:{fingerprint}",
                 )

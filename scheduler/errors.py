@@ -38,6 +38,11 @@ class ConfigError(SchedulerError):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
+def count_errors(issues: list[ConfigIssue]) -> str:
+    """``1 error``, ``3 errors``: how many problems a config file has, for a sentence."""
+    return f"{len(issues)} error{'' if len(issues) == 1 else 's'}"
+
+
 class ConfigIssue:
     """One problem in a config file: where it is and what is wrong."""
 

@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from scheduler import __version__
 from scheduler.config import Job
 from scheduler.daemon import MANUAL, Daemon
-from scheduler.errors import SchedulerError, StoreError
+from scheduler.errors import SchedulerError, StoreError, count_errors
 from scheduler.store import FAILED, PASSED, SKIPPED, Fire, Hold
 
 logger = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class WebServer:
             answer["database"] = str(error)
         if issues := self.daemon.config_errors:
             answer["config"] = (
-                f"{len(issues)} errors in the file; running the previous version {self.daemon.config.digest}"
+                f"{count_errors(issues)} in the file; running the previous version {self.daemon.config.digest}"
             )
             answer["errors"] = [issue.as_dict() for issue in issues]
         ready = answer["database"] == "ok" and answer["config"] == "ok"

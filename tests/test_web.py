@@ -128,7 +128,7 @@ def test_readyz_is_503_while_the_config_file_is_invalid_and_the_page_says_so(
             ]
             ready = await client.get("/readyz")
             assert ready.status_code == 503
-            assert ready.json()["config"].startswith("1 errors in the file; running the previous version")
+            assert ready.json()["config"].startswith("1 error in the file; running the previous version")
             assert ready.json()["errors"][0]["message"] == "unknown key '<script>x'"
             page = await client.get("/")
             assert page.status_code == 200 and 'id="config-invalid"' in page.text and "CONFIG INVALID" in page.text
