@@ -22,7 +22,7 @@ from scheduler.cekura import CekuraClient
 from scheduler.config import load_config
 from scheduler.daemon import Daemon
 from scheduler.simulator import Simulator
-from scheduler.store import Store
+from scheduler.store import Fire, Store
 from tests.conftest import HEADER, AlertInbox, prepare, submissions_by_name
 
 START = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
@@ -65,8 +65,8 @@ class Harness:
         asyncio.run(http.aclose())
         return daemon
 
-    def outcome(self, daemon: Daemon, outcome: str, job: str = "nightly") -> None:
-        """Record one finished fire of the job, as the daemon does, then deliver what is due."""
+    def claim(self, job: str = "nightly") -> Fire:
+        """Claim the job's current slot, as the daemon does before submitting it."""
         fire = self.store.claim(
             job=job,
             slot=self.slot,
@@ -77,6 +77,11 @@ class Harness:
             runs_requested=1,
         )
         assert fire is not None
+        return fire
+
+    def outcome(self, daemon: Daemon, outcome: str, job: str = "nightly") -> None:
+        """Record one finished fire of the job, as the daemon does, then deliver what is due."""
+        fire = self.claim(job)
         self.slot += timedelta(days=1)
         self.clock.instant = max(self.clock.instant, self.slot)
         daemon._finish_routed(
@@ -284,16 +289,7 @@ def test_the_dashboard_link_is_given_when_project_id_is_set(
 ) -> None:
     h = harness(tmp_path, alert_inbox, sqlite_url, "project_id = 77")
     daemon = h.daemon()
-    fire = h.store.claim(
-        job="nightly",
-        slot=START,
-        trigger="schedule",
-        fired_at=START,
-        submission_name="n@x",
-        endpoint="run_scenarios",
-        runs_requested=1,
-    )
-    assert fire is not None
+    fire = h.claim()
     h.store.record_submitted(fire.id, result_id=9123, status="pending", runs=[], at=START, poll_deadline=START)
     daemon._finish_routed(fire.id, "nightly", outcome="failed", at=START, result_status="failed")
     h.deliver(daemon)

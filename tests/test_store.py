@@ -13,7 +13,14 @@ SLOT = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 NOW = SLOT + timedelta(seconds=1)
 
 
-def claim(store: Store, job: str = "nightly", slot: datetime = SLOT):
+def claim(
+    store: Store,
+    job: str = "nightly",
+    slot: datetime = SLOT,
+    *,
+    owner: str | None = None,
+    lease_until: datetime | None = None,
+):
     return store.claim(
         job=job,
         slot=slot,
@@ -22,6 +29,8 @@ def claim(store: Store, job: str = "nightly", slot: datetime = SLOT):
         submission_name=f"{job}@{slot:%Y-%m-%dT%H:%M:%SZ}",
         endpoint="run_scenarios",
         runs_requested=2,
+        owner=owner,
+        lease_until=lease_until,
     )
 
 
@@ -101,28 +110,8 @@ def test_an_answer_is_not_recorded_on_a_settled_fire(store: Store) -> None:
 
 
 def test_work_whose_lease_ran_out_is_taken_over_by_one_process(store: Store) -> None:
-    live = store.claim(
-        job="nightly",
-        slot=SLOT,
-        trigger="schedule",
-        fired_at=NOW,
-        submission_name="a",
-        endpoint="run_scenarios",
-        runs_requested=1,
-        owner="alive",
-        lease_until=NOW + timedelta(seconds=30),
-    )
-    dead = store.claim(
-        job="other",
-        slot=SLOT,
-        trigger="schedule",
-        fired_at=NOW,
-        submission_name="b",
-        endpoint="run_scenarios",
-        runs_requested=1,
-        owner="dead",
-        lease_until=NOW - timedelta(seconds=1),
-    )
+    live = claim(store, owner="alive", lease_until=NOW + timedelta(seconds=30))
+    dead = claim(store, job="other", owner="dead", lease_until=NOW - timedelta(seconds=1))
     assert live is not None and dead is not None
     taken = store.take_over("me", now=NOW, until=NOW + timedelta(seconds=30))
     assert [(fire.id, fire.owner) for fire in taken] == [(dead.id, "me")]
