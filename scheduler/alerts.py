@@ -23,6 +23,7 @@ import apprise
 
 from scheduler.config import AlertChannel, Job, incident_policy
 from scheduler.store import FAILED, PASSED, Fire, IncidentAction, JobHistory, Notice, OutboxItem, Router, Store
+from scheduler.verdicts import TIMED_OUT, RunState, failure_analysis, judge, run_problem
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def outcome_payload(
 ) -> dict[str, Any]:
     """Everything an on-call person needs about a job's outcome, as data."""
     zone = job.timezone if job is not None else None
-    failed_runs = [run for run in fire.runs if run.success is False or run.status in ("failed", "timeout")]
+    failed_runs = [run for run in fire.runs if run_problem(RunState(run.run_id, run.status, run.success))]
     project = job.project_id if job is not None else None
     return {
         "event": event,
@@ -91,6 +92,7 @@ def outcome_payload(
         "result_status": fire.result_status,
         "success_rate": fire.success_rate,
         "error": fire.error,
+        "headline": headline_of(fire),
         "runs_total": len(fire.runs),
         "failed_runs": [
             {
@@ -98,20 +100,31 @@ def outcome_payload(
                 "scenario": run.scenario,
                 "scenario_name": run.scenario_name,
                 "status": run.status,
+                "problem": run_problem(RunState(run.run_id, run.status, run.success)),
                 "error_message": run.error_message,
                 "failed_metrics": run.failed_metrics,
             }
             for run in failed_runs
         ],
-        "failure_analysis": [
-            issue.get("description")
-            for issue in (fire.failed_reasons or {}).get("issues", [])
-            if isinstance(issue, dict)
-        ],
+        "failure_analysis": failure_analysis(fire.failed_reasons),
         "failing_since": _iso(failing_since),
         "failing_for": str(now - failing_since).split(".")[0] if now and failing_since else None,
         "dashboard_url": f"{DASHBOARD}/{project}/results/{fire.result_id}" if project and fire.result_id else None,
     }
+
+
+def headline_of(fire: Fire) -> str | None:
+    """What went wrong with a failed fire, in a few words, by the same rule that failed it."""
+    if fire.outcome != FAILED:
+        return None
+    if fire.result_id is None:
+        return "submission failed"
+    if (fire.error or "").startswith(TIMED_OUT):
+        return "result timeout"
+    verdict = judge(fire.result_status, [RunState(run.run_id, run.status, run.success) for run in fire.runs])
+    if verdict is not None and verdict.headline is not None:
+        return verdict.headline
+    return f"result {fire.result_status or 'failed'}"
 
 
 def daemon_payload(event: str, problem: str, detail: str) -> dict[str, Any]:
@@ -140,13 +153,9 @@ def title_of(payload: Mapping[str, Any]) -> str:
     """The one-line title of an alert."""
     event, job = payload.get("event"), payload.get("job")
     if event in (OPENED, REMINDER):
-        failed, total = len(payload.get("failed_runs") or []), payload.get("runs_total") or 0
-        if payload.get("result_id") is None:
-            what = "submission failed"
-        elif payload.get("result_status") == "completed" and failed:
-            what = f"{failed} of {total} runs failed"
-        else:
-            what = f"result {payload.get('result_status') or 'failed'}"
+        what = payload.get("headline") or (
+            "submission failed" if payload.get("result_id") is None else f"result {payload.get('result_status')}"
+        )
         if event == REMINDER:
             return f"{PREFIX} REMINDER {job} still failing (for {payload.get('failing_for') or '?'}): {what}"
         return f"{PREFIX} FAILED {job}: {what}"
@@ -177,13 +186,13 @@ def _markdown(payload: Mapping[str, Any]) -> str:
     if payload.get("failing_since") and event != RESOLVED:
         lines.append(f"**Failing since:** {payload['failing_since']} ({payload.get('failing_for')})")
     if payload.get("error"):
-        lines.append(f"**Error:** {payload['error']}")
+        lines.append(f"**Reason:** {payload['error']}")
     failed = payload.get("failed_runs") or []
     if failed and event != RESOLVED:
         lines.append(f"**Failed runs ({len(failed)} of {payload.get('runs_total')}):**")
         for run in failed[:_MAX_LISTED_RUNS]:
             label = run.get("scenario_name") or f"scenario {run.get('scenario')}"
-            detail = f"- {label} (run {run.get('run_id')}, {run.get('status')})"
+            detail = f"- {label}: {run.get('problem') or 'run ' + str(run.get('run_id'))}"
             if run.get("error_message"):
                 detail += f": {run['error_message']}"
             lines.append(detail)

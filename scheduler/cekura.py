@@ -1,9 +1,11 @@
 """The Cekura API client: submit a scenario run, read a result, find a submission by name, end calls.
 
-HTTP outcomes become domain errors (see ``scheduler.errors``), split by what a caller may do next:
+Results are read from the v2 results endpoints (the v1 ones are deprecated; runs are started under v1, the only
+place the run endpoints exist). HTTP outcomes become domain errors (see ``scheduler.errors``), split by what a
+caller may do next:
 ``CekuraUnavailableError`` surely had no effect and may be sent again; ``CekuraAmbiguousError`` may have taken
 effect and must be looked up by name first; everything permanent is never retried. Answers are read
-tolerantly: unknown fields are ignored, missing optional fields are fine.
+tolerantly (``scheduler.results``).
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError
 
 from scheduler.config import ENDPOINTS, Job
 from scheduler.errors import (
@@ -27,79 +28,11 @@ from scheduler.errors import (
     CekuraResponseError,
     CekuraUnavailableError,
 )
+from scheduler.results import Result, ResultPage, ResultSummary, Run
 
 logger = logging.getLogger(__name__)
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "timeout", "cancelled"})
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class Run(_Lenient):
-    """One conversation of one scenario inside a result."""
-
-    id: int
-    scenario: int | None = None
-    scenario_name: str | None = None
-    status: str | None = None
-    success: bool | None = None
-    error_message: str | None = None
-    duration: str | None = None
-    evaluation: dict[str, Any] | None = None
-
-    def failed_metrics(self) -> list[dict[str, Any]]:
-        """The evaluation metrics that did not pass (score 0 or False), each with its explanation."""
-        metrics = (self.evaluation or {}).get("metrics") or []
-        return [
-            metric
-            for metric in metrics
-            if isinstance(metric, dict) and metric.get("score") in (0, False, "0", "false", "False")
-        ]
-
-
-class Result(_Lenient):
-    """A submission (a batch of runs) as Cekura reports it."""
-
-    id: int
-    name: str | None = None
-    status: str
-    success_rate: float | None = None
-    total_runs_count: int | None = None
-    success_runs_count: int | None = None
-    failed_runs_count: int | None = None
-    runs: list[Run] = Field(default_factory=list)
-    failed_reasons: dict[str, Any] | None = None
-    created_at: datetime | None = None
-
-    @field_validator("total_runs_count", "success_runs_count", "failed_runs_count", mode="before")
-    @classmethod
-    def _count(cls, value: object) -> object:
-        # Typed as strings in Cekura's reference, usually integers: accept both, and nonsense as unknown.
-        if isinstance(value, str):
-            return int(value) if value.strip().isdigit() else None
-        return value
-
-    @field_validator("runs", mode="before")
-    @classmethod
-    def _runs(cls, value: object) -> object:
-        # The detail view keys runs by id; the "run started" answer lists them.
-        if isinstance(value, dict):
-            return list(value.values())
-        return value if value is not None else []
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-
-class ResultPage(_Lenient):
-    """One page of ``GET /results/?search=``."""
-
-    count: int | None = None
-    next: str | None = None
-    results: list[Result] = Field(default_factory=list)
+RESULTS = "/test_framework/v2/results/"
 
 
 @dataclass(frozen=True)
@@ -261,40 +194,44 @@ class CekuraClient:
             what=f"submitting {name}",
             may_duplicate=True,
         )
+        if isinstance(data, dict) and not isinstance(data.get("status"), str):
+            data = {**data, "status": "pending"}  # a run that has just been started; its id is what matters
         return self._result(data, f"the answer to submission {name}")
 
     async def get_result(self, result_id: int) -> Result:
         """Read a result with its runs."""
-        data = await self._request(
-            "GET", f"/test_framework/v1/results/{result_id}/", what=f"reading result {result_id}"
-        )
+        data = await self._request("GET", f"{RESULTS}{result_id}/", what=f"reading result {result_id}")
         return self._result(data, f"result {result_id}")
 
-    async def find_by_name(self, name: str) -> list[Result]:
-        """Every result whose name is exactly ``name`` (Cekura's search matches substrings)."""
-        found: list[Result] = []
+    async def find_by_name(self, name: str) -> list[ResultSummary]:
+        """Every result whose name is exactly ``name`` (Cekura's search matches substrings), newest first.
+
+        A hit with that name but no id cannot be adopted and is no proof of absence either: it is an error.
+        """
+        found: list[ResultSummary] = []
         page = 1
         while True:
             data = await self._request(
                 "GET",
-                "/test_framework/v1/results/",
+                RESULTS,
                 params={"search": name, "page": page, "page_size": 50},
                 what=f"searching results named {name}",
             )
             try:
                 parsed = ResultPage.model_validate(data)
-            except ValidationError as error:
-                raise CekuraResponseError(f"searching results named {name}: unreadable page: {error}") from None
-            found.extend(result for result in parsed.results if result.name == name)
+            except ValidationError:
+                raise CekuraResponseError(f"searching results named {name}: unreadable page of results") from None
+            hits = [hit for hit in parsed.results if hit.name == name]
+            if any(hit.id is None for hit in hits):
+                raise CekuraResponseError(f"searching results named {name}: a result of that name has no id")
+            found.extend(hits)
             if not parsed.next or page >= 20:
                 return found
             page += 1
 
     async def end_calls(self, result_id: int) -> None:
         """Stop the calls of a result (Cekura has no other way to cancel)."""
-        await self._request(
-            "POST", f"/test_framework/v1/results/{result_id}/end_calls/", what=f"ending the calls of result {result_id}"
-        )
+        await self._request("POST", f"{RESULTS}{result_id}/end_calls/", what=f"ending the calls of result {result_id}")
 
     @staticmethod
     def _result(data: Any, what: str) -> Result:
@@ -308,11 +245,11 @@ class CekuraClient:
 
 
 __all__ = [
-    "TERMINAL_STATUSES",
     "CekuraClient",
     "CekuraError",
     "PooledTransport",
     "Result",
+    "ResultSummary",
     "Run",
     "Submission",
     "build_submission",

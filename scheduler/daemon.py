@@ -18,13 +18,13 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from scheduler.alerts import AlertSender, Outbox
-from scheduler.cekura import CekuraClient, Result, build_submission
+from scheduler.cekura import CekuraClient, build_submission
 from scheduler.config import SCHEDULE_KEYS, Config, ConfigSource, Job, diff_configs
 from scheduler.errors import (
     CekuraAmbiguousError,
@@ -41,8 +41,10 @@ from scheduler.errors import (
 )
 from scheduler.incidents import DATABASE_DOWN, Incidents
 from scheduler.metrics import Metrics
+from scheduler.results import Result, ResultSummary
 from scheduler.schedules import format_duration, jitter_offset, submission_name
-from scheduler.store import FAILED, PASSED, SUBMITTED, Fire, Hold, Incident, RunRecord, Store
+from scheduler.store import CLAIMED, FAILED, PASSED, SUBMITTED, Fire, Hold, Incident, RunRecord, Store
+from scheduler.verdicts import RUNNING_STATUSES, TERMINAL_STATUSES, TIMED_OUT, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ SKIP_LOST = "lost-before-submit"
 SKIP_PAUSED = "paused"
 SKIP_MAINTENANCE = "maintenance"
 SKIP_BUDGET = "budget"
+
+_IN_FLIGHT = "a submission of the job is still in flight"
 
 
 class Clock(Protocol):
@@ -90,19 +94,13 @@ class Stats:
     failed: int = 0
 
 
-def outcome_of(result: Result) -> str:
-    """Passed when the result completed and no run failed; failed otherwise (Cekura's CI client agrees)."""
-    if result.status != "completed":
-        return FAILED
-    if any(run.success is False for run in result.runs) or (result.failed_runs_count or 0) > 0:
-        return FAILED
-    return PASSED
-
-
 def run_records(result: Result) -> list[RunRecord]:
-    """The runs of a Cekura result, as the store keeps them."""
-    return [
-        RunRecord(
+    """The runs of a Cekura result, as the store keeps them (one per run id; a run without an id has no row)."""
+    records: dict[int, RunRecord] = {}
+    for run in result.runs:
+        if run.id is None:
+            continue
+        records[run.id] = RunRecord(
             run_id=run.id,
             scenario=run.scenario,
             scenario_name=run.scenario_name,
@@ -111,12 +109,10 @@ def run_records(result: Result) -> list[RunRecord]:
             error_message=run.error_message,
             duration=run.duration,
             failed_metrics=[
-                {"name": metric.get("name"), "explanation": metric.get("explanation")}
-                for metric in run.failed_metrics()
+                {"name": metric.name, "explanation": metric.explanation} for metric in run.failed_metrics()
             ],
         )
-        for run in result.runs
-    ]
+    return list(records.values())
 
 
 A = TypeVar("A")
@@ -140,6 +136,7 @@ class _Admission(NamedTuple):
     skip: str | None
     detail: str | None = None
     fire: Fire | None = None  # None with no skip: the slot was claimed already (another process, a restart)
+    in_the_way: tuple[Fire, ...] = ()  # overlap: the job's fires still claimed or running
 
 
 class _Batched(Generic[A, R]):
@@ -685,7 +682,7 @@ class Daemon:
             extra={"job": job.name},
         )
 
-    async def _record_skip(self, job: Job, slot: datetime, reason: str) -> Fire | None:
+    async def _record_skip(self, job: Job, slot: datetime, reason: str, *, detail: str | None = None) -> Fire | None:
         name = submission_name(job.name, slot)
         self.metrics.skipped.labels(job.name, reason).inc()
         try:
@@ -699,6 +696,7 @@ class Daemon:
                 endpoint=build_submission(job, name).endpoint,
                 runs_requested=job.runs_per_fire,
                 reason=reason,
+                detail=detail,
             )
         except StoreError as error:
             logger.error("%s: cannot record it as skipped (%s): %s", name, reason, error, extra={"job": job.name})
@@ -727,20 +725,21 @@ class Daemon:
                 logger.info("%s skipped: the job is paused", name, extra=extra)
                 return await self._record_skip(job, slot, SKIP_PAUSED)
             now = self.clock.now()
-            reason, over, fire = await self._admissions(_Claim(job, slot, trigger, name, submission.endpoint, now))
+            claim = _Claim(job, slot, trigger, name, submission.endpoint, now)
+            reason, over, fire, in_the_way = await self._admissions(claim)
+            if reason == SKIP_OVERLAP and (still := await self._still_running(in_the_way)) is None:
+                # The database was behind: the previous result has ended. Claim the slot after all.
+                reason, over, fire, in_the_way = await self._admissions(claim._replace(now=self.clock.now()))
+                still = _IN_FLIGHT
             if reason == SKIP_BUDGET:
                 assert over is not None
                 logger.warning("%s skipped: %s", name, over, extra=extra)
                 await self.incidents.over_budget(job, slot, detail=over)
-                return await self._record_skip(job, slot, SKIP_BUDGET)
+                return await self._record_skip(job, slot, SKIP_BUDGET, detail=over)
             if reason == SKIP_OVERLAP:
-                logger.warning(
-                    "%s skipped: the previous result of %s is still running (overlap = skip)",
-                    name,
-                    job.name,
-                    extra=extra,
-                )
-                return await self._record_skip(job, slot, SKIP_OVERLAP)
+                why = still or _IN_FLIGHT
+                logger.warning("%s skipped (overlap = skip): %s", name, why, extra=extra)
+                return await self._record_skip(job, slot, SKIP_OVERLAP, detail=why)
         except StoreError as error:
             logger.error("%s not submitted: cannot claim the slot: %s", name, error, extra=extra)
             if trigger == SCHEDULED:
@@ -784,20 +783,21 @@ class Daemon:
         when it was claimed already). One query for the jobs still running, one transaction for every claim.
         """
         scheduled = [job for job, _, trigger, *_ in requests if trigger == SCHEDULED]
-        busy = self.store.busy_jobs(sorted({job.name for job in scheduled if job.overlap == "skip"}))
+        busy = self.store.in_flight_by_job(sorted({job.name for job in scheduled if job.overlap == "skip"}))
         tally: dict[str | None, int] = {}
         results = [_Admission(None)] * len(requests)
         claims, placed = [], []
+        batched: set[str] = set()  # jobs claimed in this batch, not yet in the database
         for index, (job, slot, trigger, name, endpoint, now) in enumerate(requests):
             if trigger == SCHEDULED:
-                if job.overlap == "skip" and job.name in busy:
-                    results[index] = _Admission(SKIP_OVERLAP)
+                if job.overlap == "skip" and (job.name in busy or job.name in batched):
+                    results[index] = _Admission(SKIP_OVERLAP, in_the_way=tuple(busy.get(job.name, ())))
                     continue
                 if over := self._over_budget(job, tally):
                     results[index] = _Admission(SKIP_BUDGET, over)
                     continue
             if job.overlap == "skip":
-                busy.add(job.name)  # a second slot of the job in this batch finds the first one running
+                batched.add(job.name)  # a second slot of the job in this batch finds the first one running
             claims.append(
                 {
                     "job": job.name,
@@ -864,7 +864,7 @@ class Daemon:
         assert last is not None
         return await self._record_submit_error(job, fire, last)
 
-    async def _find_submission(self, fire: Fire) -> Result | None:
+    async def _find_submission(self, fire: Fire) -> ResultSummary | None:
         """Look a submission up by its unique name; None when Cekura surely has no such result."""
         for pause in (1.0, 3.0, 6.0):
             await self._sleep(pause)
@@ -887,10 +887,12 @@ class Daemon:
         logger.error("%s: %s", fire.submission_name, message, extra={"job": fire.job})
         raise _Unsettled(message)
 
-    async def _record_answer(self, job: Job | None, fire: Fire, result: Result) -> Fire:
+    async def _record_answer(self, job: Job | None, fire: Fire, result: Result | ResultSummary) -> Fire:
+        """Record the result Cekura created for a fire: its answer to the POST, or a search hit (adopted)."""
+        assert result.id is not None
         now = self.clock.now()
         timeout = job.result_timeout if job is not None else timedelta(hours=1)
-        runs = run_records(result)
+        runs = run_records(result) if isinstance(result, Result) else []
         recorded = await self._answers(
             {
                 "fire_id": fire.id,
@@ -910,10 +912,10 @@ class Daemon:
             )
         self.stats.submitted += 1
         logger.info(
-            "%s submitted as result %d (%d runs)",
+            "%s submitted as result %d (%s runs)",
             fire.submission_name,
             result.id,
-            len(result.runs),
+            len(result.runs) if isinstance(result, Result) else "unknown",
             extra={"job": fire.job, "slot": fire.slot.isoformat(), "result_id": result.id},
         )
         if not recorded:
@@ -1047,24 +1049,73 @@ class Daemon:
             if result.status != last_status:
                 logger.info("result %d is %s", fire.result_id, result.status, extra=extra)
                 last_status = result.status
+                if result.status not in RUNNING_STATUSES | TERMINAL_STATUSES:
+                    logger.warning(
+                        "result %d has the status %r, which Cekura's API document does not list; following it "
+                        "until it ends or its deadline",
+                        fire.result_id,
+                        result.status,
+                        extra=extra,
+                    )
                 if not result.terminal:
                     await self._db_quietly(self.store.record_poll, fire.id, result_status=result.status)
-            if result.terminal:
-                return await self._finish(
-                    fire,
-                    outcome=outcome_of(result),
-                    result_status=result.status,
-                    success_rate=result.success_rate,
-                    runs=run_records(result),
-                    failed_reasons=result.failed_reasons if (result.failed_reasons or {}).get("issues") else None,
+            if (verdict := result.verdict()) is not None:
+                return await self._conclude(fire, result, verdict)
+
+    async def _conclude(self, fire: Fire, result: Result, verdict: Verdict) -> Fire:
+        """Record the verdict of a result that has ended, with its runs and Cekura's analysis of the failures."""
+        return await self._finish(
+            fire,
+            outcome=verdict.outcome,
+            result_status=result.status,
+            error=verdict.reason,
+            success_rate=result.success_rate,
+            runs=run_records(result),
+            failed_reasons=result.failed_reasons if not verdict.passed else None,
+        )
+
+    async def _look_again(self, fire: Fire, *, attempts: int = 4) -> Result | None:
+        """Read a result, insisting a little: None when Cekura cannot be reached (CekuraNotFoundError passes)."""
+        assert fire.result_id is not None
+        pause = 2.0
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._reads:
+                    return await self.cekura.get_result(fire.result_id)
+            except CekuraNotFoundError:
+                raise
+            except CekuraError as error:
+                logger.warning(
+                    "reading result %d before deciding (attempt %d of %d): %s",
+                    fire.result_id,
+                    attempt,
+                    attempts,
+                    error,
+                    extra={"job": fire.job, "result_id": fire.result_id},
                 )
+                if attempt < attempts:
+                    await self._sleep(pause)
+                    pause *= 2
+        return None
 
     async def _time_out(self, fire: Fire) -> Fire:
+        """The deadline has passed: look once more, and only end the calls of a result that is still running.
+
+        The result may have ended since the last poll, or this process may be taking over, after the deadline,
+        a result whose follower died: then what Cekura says is the verdict, not a timeout.
+        """
         assert fire.result_id is not None
+        extra = {"job": fire.job, "result_id": fire.result_id}
+        try:
+            result = await self._look_again(fire)
+        except CekuraNotFoundError as error:
+            return await self._finish(fire, outcome=FAILED, error=error.message, result_status="not found")
+        if result is not None and (verdict := result.verdict()) is not None:
+            logger.info("result %d had ended (%s) by its deadline", fire.result_id, result.status, extra=extra)
+            return await self._conclude(fire, result, verdict)
+        status = result.status if result is not None else "unknown: Cekura could not be reached"
         logger.warning(
-            "result %d did not finish in time; ending its calls",
-            fire.result_id,
-            extra={"job": fire.job, "result_id": fire.result_id},
+            "result %d did not finish in time (status %s); ending its calls", fire.result_id, status, extra=extra
         )
         runs: list[RunRecord] | None = None
         try:
@@ -1072,7 +1123,7 @@ class Daemon:
                 await self.cekura.end_calls(fire.result_id)
                 runs = run_records(await self.cekura.get_result(fire.result_id))
         except CekuraError as error:
-            logger.warning("ending the calls of result %d: %s", fire.result_id, error)
+            logger.warning("ending the calls of result %d: %s", fire.result_id, error, extra=extra)
         job = self.job(fire.job)
         limit = f" ({format_duration(job.result_timeout)})" if job is not None else ""
         return await self._finish(
@@ -1080,32 +1131,65 @@ class Daemon:
             outcome=FAILED,
             result_status="timeout",
             runs=runs,
-            error=f"the result did not finish within result_timeout{limit}; its calls were ended",
+            error=f"{TIMED_OUT}{limit}; it was {status} and its calls were ended",
         )
+
+    async def _still_running(self, in_the_way: Sequence[Fire]) -> str | None:
+        """Overlap: why the job's previous fire is still going, by Cekura's word; None once it has ended.
+
+        The database only knows what the last poll saw, so each submitted result in the way is read once, and
+        one that has ended is recorded (its verdict, its alert) before the slot is claimed. Nothing is read
+        when nothing is in flight.
+        """
+        if not in_the_way:
+            return _IN_FLIGHT
+        for fire in in_the_way:
+            if fire.state == CLAIMED or fire.result_id is None:
+                return _IN_FLIGHT
+            extra = {"job": fire.job, "result_id": fire.result_id}
+            try:
+                async with self._reads:
+                    result = await self.cekura.get_result(fire.result_id)
+            except CekuraNotFoundError as error:
+                await self._finish(fire, outcome=FAILED, error=error.message, result_status="not found")
+                continue
+            except CekuraError as error:
+                logger.warning("reading result %d for the overlap rule: %s", fire.result_id, error, extra=extra)
+                return f"the previous result {fire.result_id} could not be read ({error.message})"
+            if (verdict := result.verdict()) is None:
+                return f"the previous result {fire.result_id} is still {result.status}"
+            await self._conclude(fire, result, verdict)
+            if (task := self._follow_tasks.get(fire.id)) is not None:
+                task.cancel()  # its follower need not read it again
+        return None
 
     async def _finish(
         self, fire: Fire, *, outcome: str, result_status: str | None, error: str | None = None, **recorded: Any
     ) -> Fire:
-        finished = await self._db(
+        """Record an outcome (and its alerts); while the database cannot take it, keep it and try again."""
+        at = self.clock.now()
+        finished = await self._db_patiently(
+            f"the outcome of {fire.submission_name}",
             self._finish_routed,
             fire.id,
             fire.job,
             outcome=outcome,
-            at=self.clock.now(),
+            at=at,
             result_status=result_status,
             error=error,
             **recorded,
         )
-        refreshed = await self._db(self.store.get_fire, fire.id)
+        refreshed = await self._db_patiently(f"fire {fire.id}", self.store.get_fire, fire.id)
         assert refreshed is not None
         if not finished:
             return refreshed  # another process recorded it first, and alerted
         logger.info(
-            "%s %s (result %s, %s)",
+            "%s %s (result %s, %s)%s",
             fire.submission_name,
             outcome,
             fire.result_id,
             result_status,
+            f": {error}" if error else "",
             extra={"job": fire.job, "slot": fire.slot.isoformat(), "result_id": fire.result_id, "outcome": outcome},
         )
         if outcome == PASSED:
@@ -1137,6 +1221,22 @@ class Daemon:
 
     async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(call, *args, **kwargs)
+
+    async def _db_patiently(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A write that must not be lost (a verdict): retried with backoff until the database takes it.
+
+        The fire stays in this process's hands meanwhile (its lease is renewed as soon as the database answers),
+        so no other replica decides it again; a stop cancels the wait, and the next start reads the result anew.
+        """
+        pause = 0.5
+        while True:
+            try:
+                return await self._db(call, *args, **kwargs)
+            except StoreError as error:
+                logger.error("cannot record %s yet, trying again in %.0fs: %s", what, pause, error)
+                await self._daemon_problem(DATABASE_DOWN, f"Cannot record {what}; it is kept and retried.\n{error}")
+                await self._sleep(pause)
+                pause = min(pause * 2, 30.0)
 
     async def _db_quietly(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         try:

@@ -1,9 +1,31 @@
 """A local server speaking the subset of the Cekura API the scheduler uses, for demos and tests.
 
-Results progress with the injected clock: pending for the first 20% of `run_duration`, running until 80%,
-evaluating until 100%, then terminal according to each scenario's configured behaviour. Faults (429, 500,
-dropped connections) are drawn from a seeded RNG so a demo or a test can be replayed exactly. The
-`/_simulator/` endpoints need no key and let a test or a demo inspect submissions and change the config.
+Every answer validates against the response schema of its operation in Cekura's OpenAPI document
+(`tests/test_simulator_schema.py` holds it to that). It serves the run endpoints `run_scenarios_livekit_v2`,
+`run_scenarios_pipecat_v2`, `run_scenarios` and `run_scenarios_text` under `/test_framework/v1/scenarios/`, and
+the results endpoints (list and search, detail, `end_calls`) under both `/test_framework/v1/results/` and
+`/test_framework/v2/results/`.
+
+What happens to a result is decided when it is submitted, from the config of that moment: each run draws the
+next outcome of its scenario's `behaviours` cycle, and the result walks through `phases` spread evenly over
+`run_duration` on the injected clock, then ends. Outcomes: `pass` and `fail` (run `completed`, `success` true or
+false, a binary metric that passed or failed), `error` (run `failed`, `success` false, an `error_message`),
+`hang` (run `running` forever, until `end_calls`), `timeout` and `cancelled` (the run ends so, with no `success`
+key), `unjudged` (run `completed` with no `success` key) and `null` (run `completed` with `"success": null`).
+A result whose runs include an `error` ends `failed`, one with a `hang` stays `running`, any other ends
+`completed`; `result_status`, when set, replaces the status of every result once it has ended (`end_calls`
+included), while its runs keep theirs. `phases` and `result_status` together give each of the ten statuses.
+
+How answers are shaped applies to every following answer: `failed_reasons` (`dict`, `list`, `string` or
+`null`), `metric_form` (`eval_type`: binary metrics with `eval_type` and `passed`; `score`: the deprecated
+`type: binary_workflow_adherence` with `score` 5 or 0) and `sparse_search` (search hits with only `id`, `name`
+and id-less run summaries). Every completed run also carries a numeric metric scoring 0, which is not a failure.
+The detail's `success_rate` is a percentage, the list's a fraction (0..1); both are 0 until the result ends.
+Pipecat submissions name no agent: their results show agent 1.
+
+Faults (429, 500, dropped connections) are drawn from a seeded RNG so a demo or a test can be replayed exactly.
+The `/_simulator/` endpoints need no key: `GET submissions` (every submission and its answer), `GET end_calls`
+(the result ids `end_calls` was called on), `POST config` (a JSON patch of `SimulatorConfig`), `GET health`.
 """
 
 from __future__ import annotations
@@ -26,20 +48,30 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Json = dict[str, Any]
 
-OUTCOMES = frozenset({"pass", "fail", "error", "hang"})
-TERMINAL = frozenset({"completed", "failed", "timeout", "cancelled"})
+# The status a run ends with, per outcome; `hang` never ends.
+_RUN_ENDS = {
+    "pass": "completed",
+    "fail": "completed",
+    "unjudged": "completed",
+    "null": "completed",
+    "error": "failed",
+    "timeout": "timeout",
+    "cancelled": "cancelled",
+}
+OUTCOMES = frozenset({*_RUN_ENDS, "hang"})
+PHASES = ("pending", "in_queue", "scaling_up", "running", "in_progress", "evaluating")
+TERMINAL = ("completed", "failed", "timeout", "cancelled")
+FAILED_REASONS = ("dict", "list", "string", "null")
+METRIC_FORMS = ("eval_type", "score")
 V2_ENDPOINTS = frozenset({"run_scenarios_livekit_v2", "run_scenarios_pipecat_v2"})
 VOICE_ENDPOINTS = frozenset({"run_scenarios", "run_scenarios_text"})
+PIPECAT_AGENT = 1  # the detail's `agent` is a required integer, and a pipecat body names none
 _METRIC = "Refund policy followed"
-_STARTED_RUN = {
-    "status": "pending",
-    "number": None,
-    "inbound_number": "+11234567890",
-    "test_profile_data": None,
-}
 _NUMBERS = ("latency", "run_duration", "error_500_rate", "error_429_rate", "drop_rate", "retry_after")
+_PASS_EXPLANATION = "Agent confirmed the refund amount."
 _FAIL_EXPLANATION = "Agent did not confirm the refund amount."
 _ERROR_MESSAGE = "Call did not connect"
+_RESULTS = ("/test_framework/v1/results", "/test_framework/v2/results")
 
 
 def _utc_now() -> datetime:
@@ -52,6 +84,10 @@ def _iso(moment: datetime) -> str:
 
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_strings(value: object, allowed: frozenset[str] | tuple[str, ...]) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, str) and item in allowed for item in value)
 
 
 @dataclass
@@ -69,6 +105,11 @@ class SimulatorConfig:
     behaviours: dict[int, list[str]] = field(default_factory=dict)
     unknown_scenarios: set[int] = field(default_factory=set)
     balance: int | None = None
+    phases: list[str] = field(default_factory=lambda: ["pending", "running", "evaluating"])
+    result_status: str | None = None
+    failed_reasons: str = "dict"
+    metric_form: str = "eval_type"
+    sparse_search: bool = False
 
     def __post_init__(self) -> None:
         if not (self.api_key is None or isinstance(self.api_key, str)):
@@ -82,8 +123,18 @@ class SimulatorConfig:
             if name.endswith("rate") and value > 1:
                 raise ValueError(f"{name} must be at most 1")
         for scenario, cycle in self.behaviours.items():
-            if not cycle or not set(cycle) <= OUTCOMES:
+            if not _is_strings(cycle, OUTCOMES):
                 raise ValueError(f"behaviours[{scenario}] must be a non-empty list of {sorted(OUTCOMES)}")
+        if not _is_strings(self.phases, PHASES):
+            raise ValueError(f"phases must be a non-empty list of {list(PHASES)}")
+        if self.result_status is not None and self.result_status not in TERMINAL:
+            raise ValueError(f"result_status must be null or one of {list(TERMINAL)}")
+        if self.failed_reasons not in FAILED_REASONS:
+            raise ValueError(f"failed_reasons must be one of {list(FAILED_REASONS)}")
+        if self.metric_form not in METRIC_FORMS:
+            raise ValueError(f"metric_form must be one of {list(METRIC_FORMS)}")
+        if not isinstance(self.sparse_search, bool):
+            raise ValueError("sparse_search must be true or false")
 
     def to_json(self) -> Json:
         """Return the config as JSON-ready data (behaviour keys as strings, as JSON needs)."""
@@ -120,10 +171,12 @@ class _Run:
 class _Result:
     id: int
     name: str | None
-    agent: int | None
+    agent: int
     run_as_text: bool
     created_at: datetime
     duration: float
+    phases: tuple[str, ...]
+    end_status: str | None
     runs: list[_Run]
     cancelled: bool = False
 
@@ -136,7 +189,7 @@ def _config_patch(config: SimulatorConfig, patch: Json) -> SimulatorConfig:
         if unknown:
             raise ValueError(f"unknown fields {sorted(unknown)}")
         if "behaviours" in changes:
-            changes["behaviours"] = {int(key): list(cycle) for key, cycle in changes["behaviours"].items()}
+            changes["behaviours"] = {int(key): cycle for key, cycle in changes["behaviours"].items()}
         if "unknown_scenarios" in changes:
             changes["unknown_scenarios"] = {int(scenario) for scenario in changes["unknown_scenarios"]}
         return dataclasses.replace(config, **changes)
@@ -180,17 +233,75 @@ def _check_scenarios(value: Any, errors: Json, *, v2: bool) -> list[int]:
     return [item["scenario"] for item, ok in zip(value, valid, strict=True) if ok]
 
 
-def _status(outcomes: set[str], phase: str | None, *, cancelled: bool) -> str:
-    """Return the status of a run, or of a result from its runs' outcomes, at a phase of its timeline."""
-    if cancelled:
+def _check_name(value: Any, errors: Json) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        errors["name"] = ["Not a valid string."]
+    elif len(value) > 255:  # the document's maxLength: a longer name could not be answered back
+        errors["name"] = ["Ensure this field has no more than 255 characters."]
+
+
+def _hanging(phases: tuple[str, ...], index: int | None) -> str:
+    """Return the status of a hanging run (or result): it walks its phases up to `running`, then stays there."""
+    stop = phases.index("running") if "running" in phases else 1
+    return phases[index] if index is not None and index < stop else "running"
+
+
+def _run_status(run: _Run, phases: tuple[str, ...], index: int | None) -> str:
+    """Return the status of a run at phase `index` of its result's timeline (None once it has ended)."""
+    if run.cancelled:
         return "cancelled"
-    if phase == "pending":
-        return "pending"
-    if "hang" in outcomes:
-        return "running"
-    if phase is not None:
-        return phase
-    return "failed" if "error" in outcomes else "completed"
+    if run.outcome == "hang":
+        return _hanging(phases, index)
+    return phases[index] if index is not None else _RUN_ENDS[run.outcome]
+
+
+def _success(run: _Run, status: str) -> tuple[bool, bool | None]:
+    """Return whether a run's view carries `success`, and its value."""
+    if status not in TERMINAL:
+        return True, None
+    if status == "failed":
+        return True, False
+    if status == "completed" and run.outcome in ("pass", "fail", "null"):
+        return True, {"pass": True, "fail": False}.get(run.outcome)
+    return False, None  # timeout, cancelled and unjudged runs have no verdict at all
+
+
+def _metrics(outcome: str, form: str) -> list[Json]:
+    """Return the evaluation metrics of a completed run, in the document's current or deprecated form."""
+    metrics: list[Json] = []
+    if outcome in ("pass", "fail"):
+        passed = outcome == "pass"
+        metric: Json = {"id": 701, "name": _METRIC}
+        if form == "score":
+            metric |= {"type": "binary_workflow_adherence", "score": 5 if passed else 0}
+        else:
+            metric |= {"eval_type": "binary", "passed": passed}
+        metric["explanation"] = [_PASS_EXPLANATION if passed else _FAIL_EXPLANATION]
+        metrics.append(metric)
+    # A numeric 0 is a measurement, not a failure: a client that reads it as one is caught here.
+    metrics.append(
+        {"id": 702, "name": "Interruptions", "type": "numeric", "score": 0, "explanation": ["No interruptions."]}
+    )
+    return metrics
+
+
+def _failed_reasons(issues: list[Json], failed: int, total: int, shape: str) -> Any:
+    """Return the detail's `failed_reasons` in the configured shape (the document allows any JSON or null)."""
+    if shape == "null":
+        return None
+    if shape == "list":
+        return issues
+    if shape == "string":
+        if not failed:
+            return ""
+        parts = "; ".join(
+            f"{issue['description'].rstrip('.')} ({issue['affected_count']} run{'s' * (issue['affected_count'] != 1)})"
+            for issue in issues
+        )
+        return f"{failed} of {total} runs failed: {parts}."
+    return {"issues": issues, "total_failed_runs": failed}
 
 
 def _duration(run: _Run) -> str:
@@ -220,6 +331,7 @@ class Simulator:
     def __init__(self, config: SimulatorConfig | None = None, *, clock: Clock = _utc_now) -> None:
         self.config = config if config is not None else SimulatorConfig()
         self.submissions: list[Submission] = []
+        self.ended_calls: list[int] = []
         self.base_url = ""
         self._clock = clock
         self._rng = random.Random(self.config.seed)
@@ -231,11 +343,13 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.router.add_post("/test_framework/v1/scenarios/{endpoint}/", self._submit)
-        self.app.router.add_get("/test_framework/v1/results/", self._list)
-        self.app.router.add_get(r"/test_framework/v1/results/{id:\d+}/", self._detail)
-        self.app.router.add_post(r"/test_framework/v1/results/{id:\d+}/end_calls/", self._end_calls)
+        for results in _RESULTS:
+            self.app.router.add_get(f"{results}/", self._list)
+            self.app.router.add_get(rf"{results}/{{id:\d+}}/", self._detail)
+            self.app.router.add_post(rf"{results}/{{id:\d+}}/end_calls/", self._end_calls)
         self.app.router.add_route("*", "/test_framework/{tail:.*}", self._unknown)
         self.app.router.add_get("/_simulator/submissions", self._control_submissions)
+        self.app.router.add_get("/_simulator/end_calls", self._control_end_calls)
         self.app.router.add_post("/_simulator/config", self._control_config)
         self.app.router.add_get("/_simulator/health", self._control_health)
 
@@ -306,9 +420,10 @@ class Simulator:
         errors: Json = {}
         v2 = endpoint in V2_ENDPOINTS
         scenarios = _check_scenarios(body.get("scenarios"), errors, v2=v2)
+        agent: int | None = PIPECAT_AGENT
         if v2:
-            livekit = endpoint == "run_scenarios_livekit_v2"
-            agent = _check_int(body.get("agent"), "agent", errors) if livekit else None
+            if endpoint == "run_scenarios_livekit_v2":
+                agent = _check_int(body.get("agent"), "agent", errors)
             frequency = _check_int(body.get("frequency", 1), "frequency", errors, high=100)
         else:
             agent = _check_int(body.get("agent_id"), "agent_id", errors)
@@ -316,9 +431,8 @@ class Simulator:
             for unsupported in ("tags", "folder_path"):
                 if body.get(unsupported) is not None:
                     errors[unsupported] = ["Not supported by the simulator: list scenario ids."]
-        if body.get("name") is not None and not isinstance(body["name"], str):
-            errors["name"] = ["Not a valid string."]
-        if errors or frequency is None:
+        _check_name(body.get("name"), errors)
+        if errors or frequency is None or agent is None:
             return _json(errors, 400)
         if set(scenarios) & self.config.unknown_scenarios:
             return _json({"scenarios": ["Invalid scenario IDs or scenarios not found"]}, 400)
@@ -336,35 +450,49 @@ class Simulator:
         entry.result_id = result.id
         if dropping:
             return None
-        started = {
+        started: Json = {
             "id": result.id,
             "agent": result.agent,
             "status": "pending",
             "run_as_text": result.run_as_text,
             "created_at": _iso(result.created_at),
-            "name": result.name,
-            "runs": [
-                {
-                    "id": run.id,
-                    "scenario": run.scenario,
-                    "scenario_name": f"Scenario {run.scenario}",
-                    **_STARTED_RUN,
-                }
-                for run in result.runs
-            ],
         }
+        if result.name is not None:
+            started["name"] = result.name
+        # No `number`: the document types it as a string, and these runs have no outbound number.
+        started["runs"] = [
+            {
+                "id": run.id,
+                "status": "pending",
+                "scenario": run.scenario,
+                "scenario_name": f"Scenario {run.scenario}",
+                "inbound_number": "+11234567890",
+                "test_profile_data": None,
+            }
+            for run in result.runs
+        ]
         return _json(started, 200 if v2 else 201)
 
     def _create(
-        self, entry: Submission, agent: int | None, scenarios: list[int], frequency: int, *, run_as_text: bool
+        self, entry: Submission, agent: int, scenarios: list[int], frequency: int, *, run_as_text: bool
     ) -> _Result:
         runs = []
         for scenario in scenarios:
             for _ in range(frequency):
                 runs.append(_Run(self._next_run_id, scenario, self._next_outcome(scenario)))
                 self._next_run_id += 1
-        now, duration = self._clock(), self.config.run_duration
-        result = _Result(self._next_result_id, entry.name, agent, run_as_text, now, duration, runs)
+        config = self.config
+        result = _Result(
+            id=self._next_result_id,
+            name=entry.name,
+            agent=agent,
+            run_as_text=run_as_text,
+            created_at=self._clock(),
+            duration=config.run_duration,
+            phases=tuple(config.phases),
+            end_status=config.result_status,
+            runs=runs,
+        )
         self._results[result.id] = result
         self._next_result_id += 1
         return result
@@ -377,73 +505,95 @@ class Simulator:
         self._cycle_position[scenario] = position + 1
         return cycle[position % len(cycle)]
 
-    def _phase(self, result: _Result) -> str | None:
-        """Return the in-progress phase of a result's timeline, or None once its duration has passed."""
+    def _phase(self, result: _Result) -> int | None:
+        """Return the index of the phase a result's timeline is in, or None once its duration has passed."""
         if result.duration <= 0:
             return None
         share = (self._clock() - result.created_at).total_seconds() / result.duration
-        if share < 0.2:
-            return "pending"
-        if share < 0.8:
-            return "running"
-        return "evaluating" if share < 1.0 else None
+        if share >= 1.0:
+            return None
+        return min(max(int(share * len(result.phases)), 0), len(result.phases) - 1)
 
-    def _result_status(self, result: _Result, phase: str | None) -> str:
-        return _status({run.outcome for run in result.runs}, phase, cancelled=result.cancelled)
+    def _result_status(self, result: _Result, index: int | None) -> str:
+        """Return a result's status at phase `index` of its timeline; `result_status` replaces any end."""
+        if result.cancelled:
+            ended = "cancelled"
+        elif any(run.outcome == "hang" for run in result.runs):
+            return _hanging(result.phases, index)
+        elif index is not None:
+            return result.phases[index]
+        else:
+            ended = "failed" if any(run.outcome == "error" for run in result.runs) else "completed"
+        return result.end_status or ended
+
+    def _run_view(self, run: _Run, status: str) -> Json:
+        view: Json = {
+            "id": run.id,
+            "scenario": run.scenario,
+            "scenario_name": f"Scenario {run.scenario}",
+            "status": status,
+        }
+        has_success, success = _success(run, status)
+        if has_success:
+            view["success"] = success
+        completed = status == "completed"
+        view["error_message"] = _ERROR_MESSAGE if status == "failed" else None
+        view["duration"] = _duration(run) if completed else "00:00"
+        view["evaluation"] = {"metrics": _metrics(run.outcome, self.config.metric_form) if completed else []}
+        return view
 
     def _view(self, result: _Result) -> Json:
         """Render a result as the detail endpoint does, logging its terminal state the first time it shows."""
-        phase = self._phase(result)
-        runs: dict[str, Json] = {}
-        for run in result.runs:
-            status = _status({run.outcome}, phase, cancelled=run.cancelled)
-            metrics = []
-            if status == "completed":
-                passed = run.outcome == "pass"
-                explanation = "Agent confirmed the refund amount." if passed else _FAIL_EXPLANATION
-                metric = {"id": 701, "name": _METRIC, "type": "binary", "score": int(passed)}
-                metrics.append({**metric, "explanation": explanation})
-            runs[str(run.id)] = {
-                "id": run.id,
-                "scenario": run.scenario,
-                "scenario_name": f"Scenario {run.scenario}",
-                "status": status,
-                "success": run.outcome == "pass" if status in ("completed", "failed") else None,
-                "error_message": _ERROR_MESSAGE if status == "failed" else None,
-                "duration": _duration(run) if status == "completed" else "00:00",
-                "evaluation": {"metrics": metrics},
-            }
-        failed = [view for view in runs.values() if view["success"] is False]
-        succeeded = sum(1 for view in runs.values() if view["success"] is True)
-        issues: dict[str, list[int]] = {}
+        index = self._phase(result)
+        runs = {str(run.id): self._run_view(run, _run_status(run, result.phases, index)) for run in result.runs}
+        failed = [view for view in runs.values() if view.get("success") is False]
+        succeeded = sum(1 for view in runs.values() if view.get("success") is True)
+        by_cause: dict[str, list[int]] = {}
         for view in failed:
-            issues.setdefault(view["error_message"] or _FAIL_EXPLANATION, []).append(view["id"])
-        ranked = sorted(issues.items(), key=lambda item: (-len(item[1]), item[0]))
-        status = self._result_status(result, phase)
+            by_cause.setdefault(view["error_message"] or _FAIL_EXPLANATION, []).append(view["id"])
+        ranked = sorted(by_cause.items(), key=lambda item: (-len(item[1]), item[0]))
+        issues = [
+            {"rank": rank, "run_ids": ids, "description": description, "affected_count": len(ids)}
+            for rank, (description, ids) in enumerate(ranked, start=1)
+        ]
+        status = self._result_status(result, index)
         terminal = status in TERMINAL
         if terminal and result.id not in self._reported:
             self._reported.add(result.id)
             counts = (status, len(failed), len(runs))
             logger.info("simulator: result %d (%s) %s, %d/%d runs failed", result.id, result.name, *counts)
-        return {
-            "id": result.id,
-            "name": result.name,
+        detail: Json = {"id": result.id}
+        if result.name is not None:
+            detail["name"] = result.name
+        return detail | {
             "agent": result.agent,
             "status": status,
             "run_as_text": result.run_as_text,
             "created_at": _iso(result.created_at),
-            "success_rate": round(100.0 * succeeded / len(runs), 2) if terminal else None,
+            "success_rate": round(100.0 * succeeded / len(runs), 2) if terminal else 0.0,
             "total_runs_count": str(len(runs)),
             "success_runs_count": str(succeeded),
             "failed_runs_count": str(len(failed)),
             "runs": runs,
-            "failed_reasons": {
-                "issues": [
-                    {"rank": rank, "run_ids": ids, "description": description, "affected_count": len(ids)}
-                    for rank, (description, ids) in enumerate(ranked, start=1)
-                ],
-                "total_failed_runs": len(failed),
-            },
+            "failed_reasons": _failed_reasons(issues, len(failed), len(runs), self.config.failed_reasons),
+        }
+
+    def _hit(self, result: _Result) -> Json:
+        """Render a result as a search hit: run summaries, and a success rate as a fraction."""
+        view = self._view(result)
+        name = result.name or ""  # `name` is the one field a hit must carry
+        if self.config.sparse_search:
+            summaries = {str(position): {"status": run["status"]} for position, run in enumerate(view["runs"].values())}
+            return {"id": result.id, "name": name, "runs": summaries}
+        succeeded = int(view["success_runs_count"])
+        return {
+            "id": result.id,
+            "name": name,
+            "status": view["status"],
+            "agent": result.agent,
+            "created_at": view["created_at"],
+            "success_rate": round(succeeded / len(result.runs), 4) if view["status"] in TERMINAL else 0.0,
+            "runs": {key: {"id": run["id"], "status": run["status"]} for key, run in view["runs"].items()},
         }
 
     async def _detail(self, request: web.Request) -> web.Response:
@@ -470,36 +620,38 @@ class Simulator:
         pages = max(1, -(-len(matches) // size))
         if not 1 <= page <= pages:
             return _json({"detail": "Invalid page."}, 404)
-        summaries = []
-        for result in matches[(page - 1) * size : page * size]:
-            view = self._view(result)
-            summaries.append({key: view[key] for key in ("id", "name", "status", "agent", "created_at")})
         return _json(
             {
                 "count": len(matches),
                 "next": str(request.url.update_query(page=page + 1)) if page < pages else None,
                 "previous": str(request.url.update_query(page=page - 1)) if page > 1 else None,
-                "results": summaries,
+                "results": [self._hit(result) for result in matches[(page - 1) * size : page * size]],
             }
         )
 
     async def _end_calls(self, request: web.Request) -> web.Response:
         if (denied := await self._gate(request)) is not None:
             return denied
-        result = self._results.get(int(request.match_info["id"]))
+        result_id = int(request.match_info["id"])
+        self.ended_calls.append(result_id)
+        logger.info("simulator: end_calls on result %d", result_id)
+        result = self._results.get(result_id)
         if result is None:
             return _not_found()
-        phase = self._phase(result)
+        index = self._phase(result)
         for run in result.runs:
-            if _status({run.outcome}, phase, cancelled=run.cancelled) not in TERMINAL:
+            if _run_status(run, result.phases, index) not in TERMINAL:
                 run.cancelled = True
-        if self._result_status(result, phase) not in TERMINAL:
+        if self._result_status(result, index) not in TERMINAL:
             result.cancelled = True
         self._view(result)  # logs the terminal state
         return _json({"detail": "Calls ended."})
 
     async def _control_submissions(self, request: web.Request) -> web.Response:
         return _json([entry.to_json() for entry in self.submissions])
+
+    async def _control_end_calls(self, request: web.Request) -> web.Response:
+        return _json(self.ended_calls)
 
     async def _control_config(self, request: web.Request) -> web.Response:
         patch = await _read_json(request)

@@ -8,8 +8,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,38 @@ def simulator() -> Iterator[Simulator]:
     """The Cekura simulator on 127.0.0.1, with fast results; tests change ``simulator.config`` as they need."""
     with running_simulator(SimulatorConfig(api_key=API_KEY, run_duration=0.5, seed=7)) as sim:
         yield sim
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> Iterator[Simulator]:
+    """A simulator on a clock the test moves (``clock``), with its default key ``sim-key``."""
+    with running_simulator(SimulatorConfig(run_duration=10.0, seed=7), clock=clock) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def client(sim: Simulator) -> Iterator[httpx.Client]:
+    """An HTTP client to ``sim``, with its key."""
+    with httpx.Client(base_url=sim.base_url, headers={"X-CEKURA-API-KEY": "sim-key"}, timeout=5.0) as http:
+        yield http
 
 
 def _postgres_schema_url(base: str) -> Iterator[str]:
@@ -195,14 +227,19 @@ def _dispose_engines() -> Iterator[None]:
 
 
 def make_daemon(
-    config: Config, store: Store, http: httpx.AsyncClient, simulator: Simulator, api_key: str = API_KEY
+    config: Config,
+    store: Store,
+    http: httpx.AsyncClient,
+    simulator: Simulator,
+    api_key: str = API_KEY,
+    sleep: Callable[[float], Awaitable[None]] = _quick_sleep,
 ) -> Daemon:
     return Daemon(
         config=config,
         store=store,
         cekura=CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr(api_key)),
         alerts=AppriseSender(),
-        sleep=_quick_sleep,
+        sleep=sleep,
         alert_backoff=timedelta(milliseconds=100),
     )
 
@@ -218,13 +255,14 @@ def run_daemon(
     timeout: float = 20.0,
     api_key: str = API_KEY,
     header: str = HEADER,
+    sleep: Callable[[float], Awaitable[None]] = _quick_sleep,
 ) -> Store:
     """Run a daemon on ``jobs`` until ``until(store)`` holds (or time runs out), then stop it cleanly."""
     config, store = prepare(tmp_path, jobs, inbox=inbox, database_url=database_url, header=header)
 
     async def main() -> None:
         async with httpx.AsyncClient(timeout=5.0) as http:
-            daemon = make_daemon(config, store, http, simulator, api_key)
+            daemon = make_daemon(config, store, http, simulator, api_key, sleep)
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))
             deadline = asyncio.get_running_loop().time() + timeout
@@ -255,6 +293,13 @@ def run(tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_ur
 
 def finished(store: Store, job: str) -> list[Fire]:
     return [fire for fire in reversed(store.recent_fires(job=job, limit=100)) if fire.state == "finished"]
+
+
+async def eventually(condition: Callable[[], bool], within: float = 20.0) -> None:
+    """Inside a test's event loop: wait until a condition of the database or a server holds (checked off the loop)."""
+    async with asyncio.timeout(within):
+        while not await asyncio.to_thread(condition):  # noqa: ASYNC110 - the condition lives outside this loop
+            await asyncio.sleep(0.05)
 
 
 def submissions_by_name(simulator: Simulator) -> dict[str, int]:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from scheduler.cekura import CekuraClient, Result, Submission, build_submission
+from scheduler.cekura import CekuraClient, Result, ResultSummary, Submission, build_submission
 from scheduler.config import Job, parse_config
 from scheduler.errors import (
     CekuraAmbiguousError,
@@ -206,7 +206,7 @@ def test_get_result_path() -> None:
 
     call(handler, get_result)
     assert seen[0].method == "GET"
-    assert seen[0].url.path == "/test_framework/v1/results/9001/"
+    assert seen[0].url.path == "/test_framework/v2/results/9001/"
     assert seen[0].headers["X-CEKURA-API-KEY"] == API_KEY
 
 
@@ -218,7 +218,7 @@ def test_end_calls_posts_to_its_path() -> None:
         return httpx.Response(200, json={"detail": "Calls ended."})
 
     assert call(handler, lambda client: client.end_calls(9001)) is None
-    assert (seen[0].method, seen[0].url.path) == ("POST", "/test_framework/v1/results/9001/end_calls/")
+    assert (seen[0].method, seen[0].url.path) == ("POST", "/test_framework/v2/results/9001/end_calls/")
     assert seen[0].headers["X-CEKURA-API-KEY"] == API_KEY
 
 
@@ -245,7 +245,7 @@ def test_result_detail_with_runs_keyed_by_id_and_counts_as_strings() -> None:
     assert (result.name, result.status, result.terminal) == (NAME, "completed", True)
     assert (result.total_runs_count, result.success_runs_count, result.failed_runs_count) == (2, 1, 1)
     assert [(run.id, run.success) for run in result.runs] == [(55501, True), (55502, False)]
-    assert [metric["name"] for metric in result.runs[1].failed_metrics()] == ["Cancels"]
+    assert [metric.name for metric in result.runs[1].failed_metrics()] == ["Cancels"]
 
 
 def test_counts_as_integers_and_missing_optionals() -> None:
@@ -367,9 +367,14 @@ def test_wrong_shape_is_a_response_error_naming_the_result(body: Any) -> None:
     assert str(error).startswith("result 9001 does not have the documented shape")
 
 
-def test_run_without_id_is_a_response_error() -> None:
-    error = raises(CekuraResponseError, answer(200, {"id": 9001, "status": "completed", "runs": [{}]}), get_result)
-    assert "runs.0.id" in str(error)
+def test_a_run_without_id_takes_the_key_it_is_filed_under_or_stays_unknown() -> None:
+    keyed = {"id": 9001, "status": "completed", "runs": {"55501": {"status": "completed", "success": True}}}
+    assert [run.id for run in call(answer(200, keyed), get_result).runs] == [55501]
+    listed = {"id": 9001, "status": "completed", "runs": [{}, "not a run"]}
+    result: Result = call(answer(200, listed), get_result)
+    assert [(run.id, run.status) for run in result.runs] == [(None, None)]
+    verdict = result.verdict()
+    assert verdict is not None and verdict.reason == "a run without an id has no status"
 
 
 def test_api_key_echoed_by_cekura_is_not_repeated_in_the_error() -> None:
@@ -384,7 +389,7 @@ def test_find_by_name_follows_pages_and_keeps_exact_matches() -> None:
     pages = {
         "1": {
             "count": 4,
-            "next": "https://api.cekura.test/test_framework/v1/results/?page=2&search=x",
+            "next": "https://api.cekura.test/test_framework/v2/results/?page=2&search=x",
             "results": [
                 {"id": 1, "name": NAME, "status": "running"},
                 {"id": 2, "name": NAME + "-copy", "status": "completed"},
@@ -405,9 +410,9 @@ def test_find_by_name_follows_pages_and_keeps_exact_matches() -> None:
         seen.append(request)
         return httpx.Response(200, json=pages[request.url.params["page"]])
 
-    found: list[Result] = call(handler, lambda client: client.find_by_name(NAME))
+    found: list[ResultSummary] = call(handler, lambda client: client.find_by_name(NAME))
     assert [result.id for result in found] == [1, 4]
-    assert [request.url.path for request in seen] == ["/test_framework/v1/results/"] * 2
+    assert [request.url.path for request in seen] == ["/test_framework/v2/results/"] * 2
     assert [dict(request.url.params) for request in seen] == [
         {"search": NAME, "page": "1", "page_size": "50"},
         {"search": NAME, "page": "2", "page_size": "50"},
@@ -427,3 +432,28 @@ def test_find_by_name_unreadable_page() -> None:
 
 def test_find_by_name_server_error_is_unavailable() -> None:
     raises(CekuraUnavailableError, answer(502), lambda client: client.find_by_name(NAME))
+
+
+def test_find_by_name_needs_only_an_id_and_a_name_on_a_hit() -> None:
+    page = {"count": 2, "results": [{"name": NAME, "id": 7, "runs": {"0": {}}}, {"name": "other"}]}
+    found: list[ResultSummary] = call(answer(200, page), lambda client: client.find_by_name(NAME))
+    assert [(hit.id, hit.status) for hit in found] == [(7, None)]
+
+
+def test_a_hit_of_that_name_without_an_id_is_no_proof_of_absence() -> None:
+    page = {"count": 1, "results": [{"name": NAME, "status": "running"}]}
+    error = raises(CekuraResponseError, answer(200, page), lambda client: client.find_by_name(NAME))
+    assert "has no id" in str(error)
+
+
+@pytest.mark.parametrize("failed_reasons", ["3 runs failed to greet", ["x", {"description": "y"}], None, {}])
+def test_a_detail_with_failed_reasons_of_any_shape_is_readable(failed_reasons: Any) -> None:
+    result: Result = call(answer(200, {**DETAIL, "failed_reasons": failed_reasons}), get_result)
+    assert result.failed_reasons == failed_reasons
+    verdict = result.verdict()
+    assert verdict is not None and verdict.reason == "1 of 2 runs failed: run 55502 failed"
+
+
+def test_a_run_started_answer_without_a_status_is_taken_as_pending() -> None:
+    result: Result = call(answer(200, {"id": 9001, "runs": []}), submit)
+    assert (result.id, result.status) == (9001, "pending")

@@ -16,6 +16,7 @@ follows whatever the earlier processes left behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import re
@@ -25,11 +26,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
@@ -57,7 +59,7 @@ agent = 12
 catch_up = "all"
 catch_up_window = "1h"
 overlap = "allow"
-result_timeout = "1m"
+result_timeout = "3s"    # short: results taken over after a kill are often past their deadline
 enabled = {"true" if enabled else "false"}
 
 {jobs}"""
@@ -75,18 +77,20 @@ class Row:
     result_id: int | None
     submission_name: str
     owner: str | None
+    outcome: str | None
+    error: str | None
 
 
-_COLUMNS = "id, job, slot, state, skip_reason, result_id, submission_name, owner"
+_COLUMNS = "id, job, slot, state, skip_reason, result_id, submission_name, owner, outcome, error"
 
 
 def _row(values: Sequence[object]) -> Row:
-    id_, job, slot, state, skip_reason, result_id, name, owner = values
+    id_, job, slot, state, skip_reason, result_id, name, owner, outcome, error = values
     if isinstance(slot, str):  # SQLite keeps naive UTC text
         slot = datetime.fromisoformat(slot)
     assert isinstance(slot, datetime)
     slot = slot.replace(tzinfo=UTC) if slot.tzinfo is None else slot.astimezone(UTC)
-    return Row(id_, job, slot, state, skip_reason, result_id, name, owner)  # type: ignore[arg-type]
+    return Row(id_, job, slot, state, skip_reason, result_id, name, owner, outcome, error)  # type: ignore[arg-type]
 
 
 def sqlite_fires(database: Path) -> list[Row]:
@@ -198,11 +202,27 @@ def drain(start: Callable[[Path], Daemon], fires: Callable[[], list[Row]], log: 
     daemon.terminate()
 
 
-def accounting_problems(rows: list[Row], submissions: list[Submission], logs: str) -> list[str]:
+def passed_at_cekura(simulator: Simulator, result_ids: Iterable[int]) -> set[int]:
+    """The results that passed as the simulator tells it over HTTP: completed, every run completed with success."""
+    simulator.config = dataclasses.replace(simulator.config, error_429_rate=0, error_500_rate=0, latency=0)
+    passed = set()
+    with httpx.Client(base_url=simulator.base_url, headers={"X-CEKURA-API-KEY": API_KEY}, timeout=10) as http:
+        for result_id in result_ids:
+            detail = http.get(f"/test_framework/v2/results/{result_id}/").json()
+            runs = list(detail["runs"].values())
+            if detail["status"] == "completed" and runs and all(run.get("success") is True for run in runs):
+                passed.add(result_id)
+    return passed
+
+
+def accounting_problems(
+    rows: list[Row], submissions: list[Submission], logs: str, *, passed: set[int] | None = None
+) -> list[str]:
     """What breaks the guarantees, all of it rather than the first thing, so that a failure tells the whole story.
 
     No slot submitted twice; every slot between a job's first and last recorded exactly once, finished or skipped
-    with a reason; every result Cekura created recorded on its fire; no daemon task crashed.
+    with a reason; every result Cekura created recorded on its fire; no fire whose result passed at Cekura
+    recorded as failed (``passed``: those results); no daemon task crashed.
     """
     problems: list[str] = []
     created = [entry for entry in submissions if entry.result_id is not None]
@@ -238,6 +258,10 @@ def accounting_problems(rows: list[Row], submissions: list[Submission], logs: st
             orphans.append((entry.name, entry.result_id, fire))
     if orphans:
         problems.append(f"results Cekura created that the scheduler did not record: {orphans}")
+    if passed is not None:
+        false_failures = [row for row in rows if row.result_id in passed and row.outcome != "passed"]
+        if false_failures:
+            problems.append(f"results that passed at Cekura recorded otherwise: {false_failures}")
 
     crashes = [line for line in logs.splitlines() if "a daemon task failed" in line or "Traceback" in line]
     if crashes:
@@ -306,7 +330,9 @@ def test_chaos_kill_and_restart_never_submits_twice_and_accounts_for_every_slot(
     assert any(entry.status_code == 429 for entry in submissions)
     assert kills == 8 and kills_in_flight >= 1, "no kill happened while a fire was claimed or submitted"
     assert "found as result" in logs  # a lost answer was adopted by name rather than sent again
-    problems = accounting_problems(rows, submissions, logs)
+    passed = passed_at_cekura(simulator, [entry.result_id for entry in submissions if entry.result_id is not None])
+    assert passed, "no result passed at the simulator: the verdicts were not exercised"
+    problems = accounting_problems(rows, submissions, logs, passed=passed)
     assert not problems, "\n".join(problems)
 
 
@@ -382,6 +408,7 @@ def test_three_replicas_on_postgresql_submit_each_slot_once_and_survive_one_dyin
         f"({Counter(entry.status_code for entry in submissions)}); killed replica owned {len(owned)} unsettled "
         f"fires, {len(taken_over)} finished by a survivor"
     )
-    problems = accounting_problems(rows, submissions, logs)
+    passed = passed_at_cekura(simulator, [entry.result_id for entry in submissions if entry.result_id is not None])
+    problems = accounting_problems(rows, submissions, logs, passed=passed)
     assert not problems, "\n".join(problems)
     assert taken_over, f"no fire of the killed replica was finished by a survivor: {settled}"

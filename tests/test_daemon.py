@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from scheduler.schedules import jitter_offset
 from scheduler.simulator import Simulator
@@ -62,6 +63,35 @@ def test_a_failing_job_alerts_and_then_recovers(
     recovered = next(doc for doc in alert_inbox.documents() if doc["event"] == "resolved")
     assert recovered["title"] == "[cekura-scheduler] RECOVERED smoke"
     assert alert_inbox.titles().index(failed["title"]) < alert_inbox.titles().index(recovered["title"])
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "problem"),
+    [
+        ("timeout", "ended timeout"),
+        ("cancelled", "ended cancelled"),
+        ("unjudged", "has no verdict"),
+        ("null", "has no verdict"),
+    ],
+)
+def test_a_run_that_ended_without_passing_fails_the_fire_and_the_alert_says_the_same(
+    run: Callable[..., Store], simulator: Simulator, alert_inbox: AlertInbox, behaviour: str, problem: str
+) -> None:
+    # Each of these runs has no `success: true` (most have no `success` at all) inside a `completed` result.
+    simulator.config.behaviours = {102: [behaviour]}
+    simulator.config.failed_reasons = "string"
+    store = run(until=lambda s: bool(finished(s, "smoke")) and bool(alert_inbox.received))
+
+    fire = finished(store, "smoke")[0]
+    recorded = store.get_fire(fire.id)
+    assert recorded is not None
+    [bad] = [record for record in recorded.runs if record.scenario == 102]
+    assert (fire.outcome, fire.result_status) == ("failed", "completed")
+    assert fire.error == f"1 of 2 runs failed: run {bad.run_id} {problem}"
+    document = next(doc for doc in alert_inbox.documents() if doc["event"] == "opened")
+    assert document["title"] == "[cekura-scheduler] FAILED smoke: 1 of 2 runs failed"
+    assert [item["run_id"] for item in document["failed_runs"]] == [bad.run_id]
+    assert document["failed_runs"][0]["problem"] == f"run {bad.run_id} {problem}"
 
 
 def test_a_rejected_submission_is_recorded_and_alerted_once(

@@ -29,9 +29,12 @@ from scheduler.simulator import Simulator
 from scheduler.store import Store
 from tests.conftest import (
     API_KEY,
+    HEADER,
     POSTGRES_URL,
     AlertInbox,
     _postgres_schema_url,
+    eventually,
+    finished,
     make_daemon,
     prepare,
     run_daemon,
@@ -64,6 +67,32 @@ def claim_as_dead_process(store: Store, slot: datetime, job: str = "hourly") -> 
     return fire.id
 
 
+def submitted_by_dead_process(
+    store: Store, simulator: Simulator, slot: datetime, *, deadline: datetime, job: str = "hourly"
+) -> tuple[int, int]:
+    """The rows of a process killed while it followed a result: its POST reached Cekura, its answer is recorded."""
+    fire_id = claim_as_dead_process(store, slot, job)
+    answer = httpx.post(
+        f"{simulator.base_url}/test_framework/v1/scenarios/run_scenarios_livekit_v2/",
+        headers={"X-CEKURA-API-KEY": API_KEY},
+        json={"name": submission_name(job, slot), "agent": 12, "scenarios": [{"scenario": 101}]},
+    )
+    assert answer.status_code == 200
+    result_id = answer.json()["id"]
+    assert store.record_submitted(
+        fire_id, result_id=result_id, status="pending", runs=[], at=slot, poll_deadline=deadline
+    )
+    return fire_id, result_id
+
+
+def result_status(simulator: Simulator, result_id: int) -> str:
+    answer = httpx.get(
+        f"{simulator.base_url}/test_framework/v2/results/{result_id}/", headers={"X-CEKURA-API-KEY": API_KEY}
+    )
+    status: str = answer.json()["status"]
+    return status
+
+
 def this_hour() -> datetime:
     """The hourly job's current slot: it is within the catch-up window and there is no newer slot yet."""
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -93,9 +122,12 @@ def test_a_claim_whose_post_never_arrived_is_submitted_after_a_restart(
     assert submissions_by_name(simulator) == {submission_name("hourly", slot): 1}
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["full-hits", "sparse-hits"])
 def test_a_claim_whose_post_did_arrive_is_adopted_not_sent_again(
-    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str, sparse: bool
 ) -> None:
+    # Sparse: the search hit has only an id and a name (no status, run summaries without ids), as the document allows.
+    simulator.config.sparse_search = sparse
     _, store = prepare(tmp_path, HOURLY, inbox=alert_inbox, database_url=sqlite_url)
     slot = this_hour()
     fire_id = claim_as_dead_process(store, slot)
@@ -136,6 +168,103 @@ def test_a_claim_lost_too_long_ago_is_skipped_and_alerted(
     assert fire is not None and (fire.state, fire.skip_reason) == ("skipped", "lost-before-submit")
     assert submission_name("hourly", slot) not in submissions_by_name(simulator)
     assert "[cekura-scheduler] SKIPPED hourly: lost-before-submit" in alert_inbox.titles()
+
+
+@pytest.mark.parametrize(("behaviour", "outcome"), [("pass", "passed"), ("fail", "failed")])
+def test_a_result_taken_over_after_its_deadline_gets_cekuras_verdict_not_a_timeout(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str, behaviour: str, outcome: str
+) -> None:
+    # Its follower died; by the time this daemon takes it over, the deadline has passed but the result has ended.
+    simulator.config.behaviours = {101: [behaviour]}
+    _, store = prepare(tmp_path, HOURLY, inbox=alert_inbox, database_url=sqlite_url)
+    slot = this_hour()
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    fire_id, result_id = submitted_by_dead_process(store, simulator, slot, deadline=past)
+    wait_until(lambda: result_status(simulator, result_id) == "completed")
+
+    store = run_daemon(
+        tmp_path,
+        HOURLY,
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        until=lambda s: settled(fire_id)(s) and (outcome == "passed" or bool(alert_inbox.received)),
+    )
+
+    fire = store.get_fire(fire_id)
+    assert fire is not None and (fire.outcome, fire.result_status) == (outcome, "completed")
+    assert simulator.ended_calls == []  # nothing was cut short
+    if outcome == "passed":
+        assert fire.error is None and store.outbox() == []  # no alert at all
+    else:
+        assert fire.error == f"run {fire.runs[0].run_id} failed"
+        assert alert_inbox.titles() == [f"[cekura-scheduler] FAILED hourly: run {fire.runs[0].run_id} failed"]
+
+
+def test_a_verdict_that_cannot_be_written_is_kept_and_written_once_the_database_is_back(
+    tmp_path: Path,
+    simulator: Simulator,
+    alert_inbox: AlertInbox,
+    postgres_behind_a_proxy: tuple[str, TcpProxy],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, proxy = postgres_behind_a_proxy
+    simulator.config.run_duration = 1.5
+    config, store = prepare(tmp_path, HOURLY, inbox=alert_inbox, database_url=url)
+    fire_id, result_id = submitted_by_dead_process(
+        store, simulator, this_hour(), deadline=datetime.now(UTC) + timedelta(minutes=10)
+    )
+
+    def owner() -> str | None:
+        fire = store.get_fire(fire_id)
+        return fire.owner if fire is not None else None
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            daemon = make_daemon(config, store, http, simulator)
+            stop = asyncio.Event()
+            task = asyncio.create_task(daemon.run(stop))
+            await eventually(lambda: owner() == daemon.owner)  # taken over: it follows the result
+            proxy.cut()
+            # The result ends while the database is unreachable: the verdict cannot be written.
+            await eventually(lambda: any("cannot record the outcome" in r.getMessage() for r in caplog.records))
+            proxy.restore()
+            await eventually(lambda: settled(fire_id)(store))
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+
+    fire = store.get_fire(fire_id)
+    assert fire is not None and (fire.outcome, fire.result_status, fire.result_id) == ("passed", "completed", result_id)
+    assert simulator.ended_calls == []
+    assert not [r for r in caplog.records if "a daemon task failed" in r.getMessage() or r.exc_info]
+
+
+def test_overlap_looks_at_the_previous_result_before_skipping_a_slot(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    # Results end in 0.3 s but are polled every 10 minutes: the database still says "running" at the next slot.
+    simulator.config.run_duration = 0.3
+    header = HEADER.replace('"1s"', '"10m"')
+    jobs = '\n[jobs.quick]\nevery = "2s"\nagent = 12\nscenarios = [101]\noverlap = "skip"\n'
+    store = run_daemon(
+        tmp_path,
+        jobs,
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        header=header,
+        sleep=asyncio.sleep,
+        until=lambda s: len(finished(s, "quick")) >= 2,
+    )
+
+    fires = sorted(store.recent_fires(job="quick", limit=100), key=lambda fire: fire.slot)
+    assert [fire.skip_reason for fire in fires if fire.state == "skipped"] == []
+    done = finished(store, "quick")
+    assert len(done) >= 2 and all((fire.outcome, fire.result_status) == ("passed", "completed") for fire in done)
+    for earlier, later in itertools.pairwise(fires):
+        assert earlier.finished_at is not None and earlier.finished_at <= later.fired_at
 
 
 EVERY_MINUTE = """
@@ -215,6 +344,17 @@ def test_a_slot_due_while_the_previous_result_runs_is_skipped_as_overlap(
 
     fires = sorted(store.recent_fires(job="slow", limit=100), key=lambda fire: fire.slot)
     submitted = [fire for fire in fires if fire.result_id is not None]
+    # Skipped only on Cekura's word, and the skip says which result was still going.
+    overlaps = [fire for fire in fires if fire.skip_reason == "overlap"]
+    assert all(
+        re.fullmatch(
+            r"the previous result \d+ is still (pending|running|evaluating)|" + "a submission of the job "
+            r"is still in flight",
+            fire.error or "",
+        )
+        for fire in overlaps
+    ), [fire.error for fire in overlaps]
+    assert any((fire.error or "").startswith("the previous result") for fire in overlaps)
     assert all(fire.state in ("finished", "submitted", "skipped") for fire in fires)
     # Never two results of the job running at once: each submission comes after the previous one finished.
     for earlier, later in itertools.pairwise(submitted):

@@ -6,14 +6,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from scheduler.simulator import Simulator, SimulatorConfig, running_simulator, serve
+from tests.conftest import FakeClock
 
 KEY = {"X-CEKURA-API-KEY": "sim-key"}
 LIVEKIT = "/test_framework/v1/scenarios/run_scenarios_livekit_v2/"
@@ -21,6 +20,7 @@ PIPECAT = "/test_framework/v1/scenarios/run_scenarios_pipecat_v2/"
 VOICE = "/test_framework/v1/scenarios/run_scenarios/"
 TEXT = "/test_framework/v1/scenarios/run_scenarios_text/"
 RESULTS = "/test_framework/v1/results/"
+RESULTS_V2 = "/test_framework/v2/results/"
 REQUIRED = "This field is required."
 NOT_INT = "A valid integer is required."
 TOO_BIG = "Ensure this value is less than or equal to 100."
@@ -28,36 +28,13 @@ TOO_SMALL = "Ensure this value is greater than or equal to 1."
 NO_TAGS = "Not supported by the simulator: list scenario ids."
 ONE_V2 = [{"scenario": 101}]
 TWO_V2 = [{"scenario": 101}, {"scenario": 102, "publish_data_message": {"room": "r1"}}]
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Iterator[Simulator]:
-    with running_simulator(SimulatorConfig(run_duration=10.0, seed=7), clock=clock) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def client(sim: Simulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, headers=KEY, timeout=5.0) as http:
-        yield http
+INTERRUPTIONS = {
+    "id": 702,
+    "name": "Interruptions",
+    "type": "numeric",
+    "score": 0,
+    "explanation": ["No interruptions."],
+}
 
 
 def submit(client: httpx.Client, name: str = "n", *scenarios: int, frequency: int = 1) -> httpx.Response:
@@ -76,13 +53,13 @@ def result(client: httpx.Client, result_id: int) -> dict[str, Any]:
     ("path", "body", "status", "agent", "as_text"),
     [
         (LIVEKIT, {"scenarios": TWO_V2, "agent": 12}, 200, 12, False),
-        (PIPECAT, {"scenarios": TWO_V2}, 200, None, False),
+        (PIPECAT, {"scenarios": TWO_V2}, 200, 1, False),  # a pipecat body names no agent: a fixed one
         (VOICE, {"scenarios": [101, 102], "agent_id": 12}, 201, 12, False),
         (TEXT, {"scenarios": [101, 102], "agent_id": 12}, 201, 12, True),
     ],
 )
 def test_each_endpoint_starts_scenarios_times_frequency_runs(
-    client: httpx.Client, path: str, body: dict[str, Any], status: int, agent: int | None, as_text: bool
+    client: httpx.Client, path: str, body: dict[str, Any], status: int, agent: int, as_text: bool
 ) -> None:
     response = client.post(path, json={**body, "name": "nightly@1", "frequency": 2, "ignored": True})
 
@@ -99,10 +76,10 @@ def test_each_endpoint_starts_scenarios_times_frequency_runs(
         "status": "pending",
         "scenario": 101,
         "scenario_name": "Scenario 101",
-        "number": None,
         "inbound_number": "+11234567890",
         "test_profile_data": None,
     }
+    assert result(client, 9001)["agent"] == agent
 
 
 def test_result_and_run_ids_keep_increasing(client: httpx.Client) -> None:
@@ -215,7 +192,7 @@ def test_api_key_none_accepts_any_non_empty_key(sim: Simulator) -> None:
 def test_status_follows_the_clock_to_completed(client: httpx.Client, clock: FakeClock) -> None:
     result_id = submit(client, "support@1", 101, 102).json()["id"]
     seen = [result(client, result_id)]
-    for seconds in (1.9, 0.2, 5.8, 0.2, 1.8, 0.1):
+    for seconds in (3.3, 0.1, 3.2, 0.1, 3.2, 0.1):  # three phases, a third of run_duration each
         clock.advance(seconds)
         seen.append(result(client, result_id))
 
@@ -228,7 +205,7 @@ def test_status_follows_the_clock_to_completed(client: httpx.Client, clock: Fake
         "evaluating",
         "completed",
     ]
-    assert [body["success_rate"] for body in seen[:-1]] == [None] * 6
+    assert [body["success_rate"] for body in seen[:-1]] == [0.0] * 6
     done = seen[-1]
     assert done["success_rate"] == 100.0
     assert (done["total_runs_count"], done["success_runs_count"], done["failed_runs_count"]) == (
@@ -245,10 +222,11 @@ def test_status_follows_the_clock_to_completed(client: httpx.Client, clock: Fake
         {
             "id": 701,
             "name": "Refund policy followed",
-            "type": "binary",
-            "score": 1,
-            "explanation": "Agent confirmed the refund amount.",
-        }
+            "eval_type": "binary",
+            "passed": True,
+            "explanation": ["Agent confirmed the refund amount."],
+        },
+        INTERRUPTIONS,
     ]
     assert done["failed_reasons"] == {"issues": [], "total_failed_runs": 0}
     assert seen[2]["runs"]["55501"]["success"] is None
@@ -266,8 +244,9 @@ def test_fail_and_error_outcomes(client: httpx.Client, sim: Simulator, clock: Fa
     assert failed_test["success_rate"] == 50.0
     run = failed_test["runs"]["55501"]
     assert (run["status"], run["success"]) == ("completed", False)
-    assert run["evaluation"]["metrics"][0]["score"] == 0
-    assert run["evaluation"]["metrics"][0]["explanation"] == "Agent did not confirm the refund amount."
+    assert run["evaluation"]["metrics"][0]["passed"] is False
+    assert run["evaluation"]["metrics"][0]["explanation"] == ["Agent did not confirm the refund amount."]
+    assert run["evaluation"]["metrics"][1] == INTERRUPTIONS  # a numeric 0 is not what failed
     assert failed_test["failed_reasons"] == {
         "issues": [
             {
@@ -303,7 +282,7 @@ def test_hang_runs_until_end_calls(client: httpx.Client, sim: Simulator, clock: 
     clock.advance(3600)
 
     stuck = result(client, result_id)
-    assert (stuck["status"], stuck["success_rate"]) == ("running", None)
+    assert (stuck["status"], stuck["success_rate"]) == ("running", 0.0)
     assert stuck["runs"]["55502"]["status"] == "running"
 
     ended = client.post(f"{RESULTS}{result_id}/end_calls/")
@@ -347,7 +326,7 @@ def test_search_by_name_newest_first_with_pagination(client: httpx.Client) -> No
     first = client.get(RESULTS, params={"search": "nightly@", "page": 1, "page_size": 2}).json()
     assert first["count"] == 3
     assert [item["name"] for item in first["results"]] == ["Nightly@3", "nightly@2"]
-    assert set(first["results"][0]) == {"id", "name", "status", "agent", "created_at"}
+    assert set(first["results"][0]) == {"id", "name", "status", "agent", "created_at", "success_rate", "runs"}
     assert first["previous"] is None
     second = client.get(first["next"]).json()
     assert [item["id"] for item in second["results"]] == [9001]
@@ -360,6 +339,289 @@ def test_search_by_name_newest_first_with_pagination(client: httpx.Client) -> No
         "previous": None,
         "results": [],
     }
+
+
+def configure(client: httpx.Client, **changes: Any) -> dict[str, Any]:
+    """Change the simulator's knobs as a demo or another process does: through its config endpoint."""
+    response = client.post("/_simulator/config", json=changes)
+    assert response.status_code == 200, response.text
+    config: dict[str, Any] = response.json()
+    return config
+
+
+def test_v2_results_paths_answer_as_the_v1_ones(client: httpx.Client, clock: FakeClock) -> None:
+    configure(client, behaviours={"102": ["hang"]})
+    result_id = submit(client, "v2@1", 101, 102).json()["id"]
+    clock.advance(10)
+
+    assert client.get(f"{RESULTS_V2}{result_id}/").json() == result(client, result_id)
+    v1_hits = client.get(RESULTS, params={"search": "v2@"}).json()
+    v2_hits = client.get(RESULTS_V2, params={"search": "v2@"}).json()
+    assert v2_hits["results"] == v1_hits["results"]
+    assert v2_hits["count"] == 1
+    ended = client.post(f"{RESULTS_V2}{result_id}/end_calls/")
+    assert (ended.status_code, result(client, result_id)["status"]) == (200, "cancelled")
+    assert client.get(f"{RESULTS_V2}777/").status_code == 404
+    assert client.post(f"{RESULTS_V2}777/end_calls/").status_code == 404
+    # Run endpoints exist under v1 only: the v2 `scenarios` paths are another resource.
+    v2_run = client.post("/test_framework/v2/scenarios/run_scenarios_livekit_v2/", json={"scenarios": ONE_V2})
+    assert v2_run.status_code == 404
+
+
+def test_a_submission_without_a_name_shows_none(client: httpx.Client) -> None:
+    started = client.post(LIVEKIT, json={"scenarios": ONE_V2, "agent": 12})
+
+    assert "name" not in started.json()
+    assert "name" not in result(client, started.json()["id"])
+    assert client.get(RESULTS).json()["results"][0]["name"] == ""  # a search hit must carry a name
+
+
+def test_a_name_longer_than_the_document_allows_answers_400(client: httpx.Client, sim: Simulator) -> None:
+    response = submit(client, "n" * 256)
+
+    assert response.status_code == 400
+    assert response.json() == {"name": ["Ensure this field has no more than 255 characters."]}
+    assert submit(client, "n" * 255).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status", "has_success", "metrics"),
+    [
+        ("timeout", "timeout", False, []),
+        ("cancelled", "cancelled", False, []),
+        ("unjudged", "completed", False, [INTERRUPTIONS]),
+        ("null", "completed", True, [INTERRUPTIONS]),
+    ],
+)
+def test_outcomes_that_end_without_a_verdict(
+    client: httpx.Client, clock: FakeClock, outcome: str, status: str, has_success: bool, metrics: list[Any]
+) -> None:
+    configure(client, behaviours={"101": [outcome]})
+    result_id = submit(client, "v", 101, 102).json()["id"]
+    clock.advance(10)
+
+    body = result(client, result_id)
+    run = body["runs"]["55501"]
+    assert run["status"] == status
+    assert ("success" in run) is has_success
+    assert run.get("success") is None
+    assert run["evaluation"]["metrics"] == metrics
+    assert body["status"] == "completed"  # a run can end timeout or cancelled inside a completed result
+    assert (body["success_runs_count"], body["failed_runs_count"], body["success_rate"]) == ("1", "0", 50.0)
+    assert body["failed_reasons"] == {"issues": [], "total_failed_runs": 0}
+
+
+def test_a_result_fails_only_when_one_of_its_runs_errors(client: httpx.Client, clock: FakeClock) -> None:
+    configure(client, behaviours={"101": ["timeout"], "102": ["cancelled"], "103": ["error"]})
+    quiet = submit(client, "q", 101, 102).json()["id"]
+    broken = submit(client, "b", 101, 103).json()["id"]
+    clock.advance(10)
+
+    assert result(client, quiet)["status"] == "completed"
+    assert result(client, broken)["status"] == "failed"
+
+
+def test_phases_are_spread_evenly_over_run_duration(client: httpx.Client, clock: FakeClock) -> None:
+    before = submit(client, "before", 101).json()["id"]
+    configure(client, phases=["in_queue", "scaling_up", "running", "in_progress"])
+    started = submit(client, "p", 101).json()
+    seen = []
+    for _ in range(5):
+        body = result(client, started["id"])
+        seen.append((body["status"], body["runs"]["55502"]["status"]))
+        clock.advance(2.5)
+
+    assert started["status"] == started["runs"][0]["status"] == "pending"
+    assert seen == [
+        ("in_queue", "in_queue"),
+        ("scaling_up", "scaling_up"),
+        ("running", "running"),
+        ("in_progress", "in_progress"),
+        ("completed", "completed"),
+    ]
+    assert result(client, before)["status"] == "completed"  # a result keeps the timeline it started with
+
+
+@pytest.mark.parametrize(
+    ("phases", "expected"),
+    [
+        (["in_queue", "running", "evaluating"], ["in_queue", "running", "running", "running"]),
+        (["scaling_up", "evaluating"], ["scaling_up", "running", "running", "running"]),
+    ],
+)
+def test_hang_walks_its_phases_up_to_running_and_stays_there(
+    client: httpx.Client, clock: FakeClock, phases: list[str], expected: list[str]
+) -> None:
+    configure(client, phases=phases, behaviours={"101": ["hang"]})
+    result_id = submit(client, "h", 101).json()["id"]
+    seen = []
+    for seconds in (0, 5.5, 3, 3600):
+        clock.advance(seconds)
+        body = result(client, result_id)
+        assert body["runs"]["55501"]["status"] == body["status"]
+        seen.append(body["status"])
+
+    assert seen == expected
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "timeout", "cancelled"])
+def test_result_status_replaces_the_end_of_every_result(client: httpx.Client, clock: FakeClock, status: str) -> None:
+    configure(client, result_status=status, behaviours={"102": ["error"], "103": ["hang"]})
+    result_id = submit(client, "r", 101, 102).json()["id"]
+    hanging = submit(client, "h", 103).json()["id"]
+    assert result(client, result_id)["status"] == "pending"
+    clock.advance(10)
+
+    body = result(client, result_id)
+    assert body["status"] == status
+    assert [run["status"] for run in body["runs"].values()] == ["completed", "failed"]  # runs keep theirs
+    assert result(client, hanging)["status"] == "running"  # a result that never ends never reports it
+    client.post(f"{RESULTS}{hanging}/end_calls/")
+    ended = result(client, hanging)
+    assert (ended["status"], ended["runs"]["55503"]["status"]) == (status, "cancelled")
+
+
+FAILED_ISSUES = [
+    {"rank": 1, "run_ids": [55501], "description": "Agent did not confirm the refund amount.", "affected_count": 1},
+    {"rank": 2, "run_ids": [55502], "description": "Call did not connect", "affected_count": 1},
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "failures", "clean"),
+    [
+        ("dict", {"issues": FAILED_ISSUES, "total_failed_runs": 2}, {"issues": [], "total_failed_runs": 0}),
+        ("list", FAILED_ISSUES, []),
+        (
+            "string",
+            "2 of 3 runs failed: Agent did not confirm the refund amount (1 run); Call did not connect (1 run).",
+            "",
+        ),
+        ("null", None, None),
+    ],
+)
+def test_failed_reasons_take_each_shape_the_document_allows(
+    client: httpx.Client, clock: FakeClock, shape: str, failures: Any, clean: Any
+) -> None:
+    configure(client, behaviours={"101": ["fail"], "102": ["error"]})
+    failing = submit(client, "f", 101, 102, 103).json()["id"]
+    passing = submit(client, "p", 103).json()["id"]
+    clock.advance(10)
+    configure(client, failed_reasons=shape)  # a shape of the answer: applies to results that already exist
+
+    assert result(client, failing)["failed_reasons"] == failures
+    assert result(client, passing)["failed_reasons"] == clean
+
+
+def test_metric_form_score_gives_the_deprecated_binary_metrics(client: httpx.Client, clock: FakeClock) -> None:
+    configure(client, behaviours={"101": ["pass", "fail"]}, metric_form="score")
+    result_id = submit(client, "m", 101, frequency=2).json()["id"]
+    clock.advance(10)
+
+    metrics = [run["evaluation"]["metrics"] for run in result(client, result_id)["runs"].values()]
+    binary = {"id": 701, "name": "Refund policy followed", "type": "binary_workflow_adherence"}
+    assert metrics == [
+        [{**binary, "score": 5, "explanation": ["Agent confirmed the refund amount."]}, INTERRUPTIONS],
+        [{**binary, "score": 0, "explanation": ["Agent did not confirm the refund amount."]}, INTERRUPTIONS],
+    ]
+
+
+def test_search_hits_carry_run_summaries_and_a_success_rate_from_0_to_1(client: httpx.Client, clock: FakeClock) -> None:
+    configure(client, behaviours={"102": ["fail"]})
+    submit(client, "hit@1", 101, 102)
+    assert client.get(RESULTS, params={"search": "hit@"}).json()["results"][0]["success_rate"] == 0.0
+    clock.advance(10)
+
+    assert client.get(RESULTS, params={"search": "hit@"}).json()["results"] == [
+        {
+            "id": 9001,
+            "name": "hit@1",
+            "status": "completed",
+            "agent": 12,
+            "created_at": "2026-01-05T10:00:00Z",
+            "success_rate": 0.5,
+            "runs": {"55501": {"id": 55501, "status": "completed"}, "55502": {"id": 55502, "status": "completed"}},
+        }
+    ]
+    assert result(client, 9001)["success_rate"] == 50.0  # the detail's is a percentage
+
+
+def test_sparse_search_hits_carry_only_id_name_and_run_statuses(client: httpx.Client) -> None:
+    submit(client, "sparse@1", 101, 102)
+    configure(client, sparse_search=True)
+
+    assert client.get(RESULTS, params={"search": "sparse@"}).json()["results"] == [
+        {"id": 9001, "name": "sparse@1", "runs": {"0": {"status": "pending"}, "1": {"status": "pending"}}}
+    ]
+
+
+def test_end_calls_are_recorded_and_served(client: httpx.Client, sim: Simulator) -> None:
+    result_id = submit(client, "e").json()["id"]
+    assert client.get("/_simulator/end_calls").json() == []
+
+    client.post(f"{RESULTS}{result_id}/end_calls/")
+    client.post(f"{RESULTS_V2}{result_id}/end_calls/")
+    client.post(f"{RESULTS}777/end_calls/")
+    with httpx.Client(base_url=sim.base_url) as anonymous:
+        assert anonymous.post(f"{RESULTS}{result_id}/end_calls/").status_code == 401  # refused: not recorded
+        served = anonymous.get("/_simulator/end_calls").json()
+
+    assert sim.ended_calls == served == [9001, 9001, 777]
+
+
+def test_knobs_have_defaults_and_are_patched_through_the_config_endpoint(client: httpx.Client) -> None:
+    defaults = SimulatorConfig().to_json()
+    knobs = ("phases", "result_status", "failed_reasons", "metric_form", "sparse_search")
+    assert {knob: defaults[knob] for knob in knobs} == {
+        "phases": ["pending", "running", "evaluating"],
+        "result_status": None,
+        "failed_reasons": "dict",
+        "metric_form": "eval_type",
+        "sparse_search": False,
+    }
+
+    changed = {
+        "phases": ["in_queue", "evaluating"],
+        "result_status": "timeout",
+        "failed_reasons": "string",
+        "metric_form": "score",
+        "sparse_search": True,
+        "behaviours": {"101": ["timeout", "cancelled", "unjudged", "null"]},
+    }
+    config = configure(client, **changed)
+
+    assert {key: config[key] for key in changed} == changed
+    assert configure(client, result_status=None)["result_status"] is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"behaviours": {"101": ["explode"]}},
+        {"behaviours": {"101": "pass"}},
+        {"behaviours": {"101": []}},
+        {"phases": []},
+        {"phases": ["completed"]},
+        {"phases": "running"},
+        {"result_status": "running"},
+        {"failed_reasons": "set"},
+        {"metric_form": "stars"},
+        {"sparse_search": "yes"},
+    ],
+)
+def test_invalid_knobs_are_refused(client: httpx.Client, sim: Simulator, changes: dict[str, Any]) -> None:
+    before = sim.config.to_json()
+
+    response = client.post("/_simulator/config", json=changes)
+
+    assert response.status_code == 400
+    assert "invalid config" in response.json()["detail"]
+    assert sim.config.to_json() == before
+    fields: dict[str, Any] = {
+        key: {int(k): v for k, v in value.items()} if key == "behaviours" else value for key, value in changes.items()
+    }
+    with pytest.raises(ValueError):
+        SimulatorConfig(**fields)
 
 
 def test_429_carries_retry_after_and_changes_nothing(client: httpx.Client, sim: Simulator) -> None:

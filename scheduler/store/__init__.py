@@ -20,9 +20,7 @@ from scheduler.store.alerting import (
 from scheduler.store.repository import Store, create_db_engine, migrations_dir, upgrade_database
 from scheduler.store.schema import (
     CLAIMED,
-    FAILED,
     FINISHED,
-    PASSED,
     SKIPPED,
     SUBMITTED,
     Base,
@@ -33,6 +31,7 @@ from scheduler.store.schema import (
     RunRecord,
     UTCDateTime,
 )
+from scheduler.verdicts import FAILED, PASSED
 
 __all__ = [
     "CLAIMED",

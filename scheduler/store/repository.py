@@ -171,18 +171,20 @@ class Store(AlertingQueries):
             for row in rows
         ]
 
-    def busy_jobs(self, jobs: Sequence[str]) -> set[str]:
-        """Which of these jobs have a fire that is claimed or whose result is still running (one query)."""
+    def in_flight_by_job(self, jobs: Sequence[str]) -> dict[str, list[Fire]]:
+        """The fires of these jobs that are claimed or whose result is still running, by job (one query)."""
         if not jobs:
-            return set()
+            return {}
         with self._session("checking which jobs are running") as session:
-            return set(
-                session.scalars(
-                    select(FireRow.job)
-                    .where(FireRow.job.in_(list(jobs)), FireRow.state.in_([CLAIMED, SUBMITTED]))
-                    .distinct()
-                )
+            rows = session.scalars(
+                select(FireRow)
+                .where(FireRow.job.in_(list(jobs)), FireRow.state.in_([CLAIMED, SUBMITTED]))
+                .order_by(FireRow.id)
             )
+            busy: dict[str, list[Fire]] = {}
+            for row in rows:
+                busy.setdefault(row.job, []).append(_fire(row))
+            return busy
 
     def record_submitted_many(self, answers: Sequence[dict[str, Any]]) -> list[bool]:
         """``record_submitted`` for many fires in one transaction (each dict holds its arguments)."""
@@ -218,8 +220,10 @@ class Store(AlertingQueries):
         endpoint: str,
         runs_requested: int,
         reason: str,
+        detail: str | None = None,
     ) -> Fire | None:
-        """Record a slot that will not be submitted, with the reason; None when the slot was already taken."""
+        """Record a slot that will not be submitted, with the reason (and its detail, in ``error``); None when the
+        slot was already taken."""
         row = FireRow(
             job=job,
             slot=slot,
@@ -230,6 +234,7 @@ class Store(AlertingQueries):
             endpoint=endpoint,
             runs_requested=runs_requested,
             skip_reason=reason,
+            error=detail,
             finished_at=fired_at,
         )
         return self._insert_fire(row, f"recording {submission_name} as skipped")
@@ -269,7 +274,7 @@ class Store(AlertingQueries):
         runs: Sequence[RunRecord] | None = None,
         error: str | None = None,
         error_status_code: int | None = None,
-        failed_reasons: dict[str, Any] | None = None,
+        failed_reasons: Any = None,
         route: Router | None = None,
     ) -> bool:
         """Record a fire's outcome. True when this call finished it; False when it was already finished.
@@ -289,7 +294,7 @@ class Store(AlertingQueries):
                     success_rate=success_rate,
                     error=error,
                     error_status_code=error_status_code,
-                    failed_reasons=json.dumps(failed_reasons) if failed_reasons else None,
+                    failed_reasons=None if failed_reasons in (None, "", [], {}) else json.dumps(failed_reasons),
                 )
                 .execution_options(synchronize_session=False)
             ).rowcount
@@ -359,16 +364,6 @@ class Store(AlertingQueries):
                 session.scalars(
                     select(FireRow.slot).where(FireRow.job == job, FireRow.trigger == "schedule", FireRow.slot >= since)
                 )
-            )
-
-    def job_busy(self, job: str) -> bool:
-        """Whether the job has a fire that is claimed or whose result is still running."""
-        with self._session(f"checking whether {job} is running") as session:
-            return (
-                session.scalars(
-                    select(FireRow.id).where(FireRow.job == job, FireRow.state.in_([CLAIMED, SUBMITTED])).limit(1)
-                ).first()
-                is not None
             )
 
     def skip_claimed(self, fire_id: int, *, reason: str, at: datetime, error: str | None = None) -> bool:

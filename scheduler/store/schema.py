@@ -29,7 +29,6 @@ from sqlalchemy.types import TypeDecorator
 # Fire states. A fire moves claimed -> submitted -> finished, or claimed -> finished (submission failed),
 # or is written as skipped. Only finished fires carry an outcome.
 CLAIMED, SUBMITTED, FINISHED, SKIPPED = "claimed", "submitted", "finished", "skipped"
-PASSED, FAILED = "passed", "failed"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -198,7 +197,7 @@ class Fire:
     skip_reason: str | None
     error: str | None
     error_status_code: int | None
-    failed_reasons: dict[str, Any] | None
+    failed_reasons: Any  # Cekura's own analysis of the failures, as it sent it (any JSON)
     finished_at: datetime | None
     owner: str | None = None
     lease_until: datetime | None = None
