@@ -47,7 +47,7 @@ class Recorder:
             self.posts += 1
             body = await request.read()  # aiohttp keeps it: the handler reads it again for free
             self.arrived.append((arrived, _name_of(body)))
-        elif path.startswith("/test_framework/v1/results/") and request.method == "GET":
+        elif path.startswith(_RESULTS) and request.method == "GET":
             result = path.rstrip("/").rpartition("/")[2]
             if result.isdigit():
                 self.gets.append((arrived, int(result)))
@@ -66,6 +66,9 @@ class Recorder:
 
     async def gets_log(self, request: web.Request) -> web.Response:
         return web.json_response(self.gets)
+
+
+_RESULTS = ("/test_framework/v1/results/", "/test_framework/v2/results/")
 
 
 def _name_of(body: bytes) -> str | None:

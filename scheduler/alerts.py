@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import apprise
 
 from scheduler.config import AlertChannel, Job, incident_policy
+from scheduler.redaction import redact_any
 from scheduler.store import FAILED, PASSED, Fire, IncidentAction, JobHistory, Notice, OutboxItem, Router, Store
 from scheduler.verdicts import TIMED_OUT, RunState, failure_analysis, judge, run_problem
 
@@ -211,6 +212,7 @@ def _markdown(payload: Mapping[str, Any]) -> str:
 
 def render(payload: Mapping[str, Any], channel: AlertChannel) -> Alert:
     """The alert as one channel gets it: a JSON document for json:// webhooks, Markdown elsewhere."""
+    payload = redact_any(dict(payload))
     title = title_of(payload)
     scheme = channel.url.get_secret_value().split("://", 1)[0].lower()
     kind = str(payload.get("event"))
@@ -344,10 +346,11 @@ class Outbox:
         self.wake = asyncio.Event()
         self._busy: set[str] = set()  # channels with a delivery under way: one message at a time per channel
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; a database failure is logged and retried."""
+    async def run(self, stop: asyncio.Event, tick: Callable[[], None] = lambda: None) -> None:
+        """Deliver until ``stop`` is set; a database failure is logged and retried. ``tick`` each turn."""
         tasks: set[asyncio.Task[None]] = set()
         while not stop.is_set():
+            tick()
             try:
                 await self.deliver_due(tasks)
             except Exception as error:

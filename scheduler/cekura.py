@@ -10,6 +10,7 @@ tolerantly (``scheduler.results``).
 
 from __future__ import annotations
 
+import json as _json
 import logging
 import math
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from scheduler.results import Result, ResultPage, ResultSummary, Run
 logger = logging.getLogger(__name__)
 
 RESULTS = "/test_framework/v2/results/"
+MAX_ANSWER_BYTES = 10_000_000  # a larger answer is not read (a 50 MB one tripled the daemon's memory)
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,12 @@ def build_submission(job: Job, name: str) -> Submission:
     return Submission(endpoint=ENDPOINTS[job.endpoint], body=body)
 
 
-def _message(response: httpx.Response) -> str:
+def _message(content: bytes, response: httpx.Response) -> str:
     """Cekura's own words from an error body: ``{"detail": ...}``, a field map or a list."""
     try:
-        data = response.json()
+        data = _json.loads(content)
     except ValueError:
-        text = response.text.strip()
+        text = content.decode("utf-8", "replace").strip()
         return text[:300] if text else response.reason_phrase
     if isinstance(data, dict):
         if "detail" in data and len(data) == 1:
@@ -80,6 +82,31 @@ def _message(response: httpx.Response) -> str:
     if isinstance(data, list):
         return "; ".join(str(item) for item in data)
     return str(data)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The body of a streamed answer, refusing one larger than ``MAX_ANSWER_BYTES`` (it is never kept)."""
+    try:
+        declared = int(response.headers.get("Content-Length", "0"))
+    except ValueError:
+        declared = 0
+    if declared > MAX_ANSWER_BYTES:
+        await response.aclose()
+        raise _TooLarge
+    chunks, size = [], 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise _TooLarge
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    return b"".join(chunks)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -133,6 +160,8 @@ class CekuraClient:
         self._http = http
         self._base = base_url.rstrip("/")
         self._api_key = api_key
+        self.base_url = self._base
+        self.connect_failures = 0  # in a row: requests that could not reach Cekura at all, reset by any answer
 
     async def _request(
         self,
@@ -152,25 +181,40 @@ class CekuraClient:
         headers = {"X-CEKURA-API-KEY": self._api_key.get_secret_value(), "Accept": "application/json"}
         url = f"{self._base}{path}"
         try:
-            response = await self._http.request(method, url, json=json, params=params, headers=headers)
+            request = self._http.build_request(method, url, json=json, params=params, headers=headers)
+            response = await self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            self.connect_failures += 1
             raise CekuraUnavailableError(f"{what}: cannot connect to Cekura ({type(error).__name__})") from error
         except httpx.TransportError as error:
             message = f"{what}: the answer was lost ({type(error).__name__}: {error or 'no detail'})"
             if may_duplicate:
                 raise CekuraAmbiguousError(message) from error
             raise CekuraUnavailableError(message) from error
+        self.connect_failures = 0
+        try:
+            content = await _read_capped(response)
+        except httpx.TransportError as error:
+            message = f"{what}: the answer was lost while it was read ({type(error).__name__})"
+            if may_duplicate:
+                raise CekuraAmbiguousError(message) from error
+            raise CekuraUnavailableError(message) from error
+        except _TooLarge:
+            message = f"{what}: Cekura's answer is larger than {MAX_ANSWER_BYTES // 1_000_000} MB; it was not read"
+            if may_duplicate:
+                raise CekuraAmbiguousError(message, status_code=response.status_code) from None
+            raise CekuraUnavailableError(message, status_code=response.status_code) from None
         status = response.status_code
         if status < 400:
-            if not response.content.strip():
+            if not content.strip():
                 return None
             try:
-                return response.json()
+                return _json.loads(content)
             except ValueError:
                 raise CekuraResponseError(
                     f"{what}: Cekura answered {status} with a body that is not JSON", status_code=status
                 ) from None
-        said = _message(response).replace(self._api_key.get_secret_value(), "***")  # some servers echo the key
+        said = _message(content, response).replace(self._api_key.get_secret_value(), "***")  # some servers echo the key
         message = f"{what}: Cekura answered {status}: {said}"
         if status in (401, 403):
             raise CekuraAuthError(message, status_code=status)
@@ -228,6 +272,15 @@ class CekuraClient:
             if not parsed.next or page >= 20:
                 return found
             page += 1
+
+    def secrets(self) -> list[str]:
+        """What this client must never let out: the API key (registered for redaction)."""
+        return [self._api_key.get_secret_value()]
+
+    async def check_key(self) -> None:
+        """One cheap authenticated read: raises CekuraAuthError for a refused key, CekuraUnavailableError when
+        Cekura cannot be reached, and returns when Cekura answers and accepts the key."""
+        await self._request("GET", RESULTS, params={"page": 1, "page_size": 1}, what="checking the API key")
 
     async def end_calls(self, result_id: int) -> None:
         """Stop the calls of a result (Cekura has no other way to cancel)."""

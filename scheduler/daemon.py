@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from scheduler import redaction
 from scheduler.alerts import AlertSender, Outbox
 from scheduler.cekura import CekuraClient, build_submission
 from scheduler.config import SCHEDULE_KEYS, Config, ConfigSource, Job, diff_configs
@@ -44,6 +45,7 @@ from scheduler.metrics import Metrics
 from scheduler.results import Result, ResultSummary
 from scheduler.schedules import format_duration, jitter_offset, submission_name
 from scheduler.store import CLAIMED, FAILED, PASSED, SUBMITTED, Fire, Hold, Incident, RunRecord, Store
+from scheduler.supervision import LoopHealth, Supervisor
 from scheduler.verdicts import RUNNING_STATUSES, TERMINAL_STATUSES, TIMED_OUT, Verdict
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,12 @@ SKIP_LOST = "lost-before-submit"
 SKIP_PAUSED = "paused"
 SKIP_MAINTENANCE = "maintenance"
 SKIP_BUDGET = "budget"
+SKIP_KEY_REJECTED = "api-key-rejected"
+
+KEY_REJECTED = "Cekura rejects the API key"
+UNREACHABLE = "cannot reach Cekura"
+_KEY_CHECK_EVERY = 60.0  # seconds between two checks of the key (and of Cekura being reachable)
+_UNREACHABLE_AFTER = 3  # requests in a row that could not connect before people are told
 
 _IN_FLIGHT = "a submission of the job is still in flight"
 
@@ -193,8 +201,11 @@ class Daemon:
         config_source: ConfigSource | None = None,
         metrics: Metrics | None = None,
         alert_backoff: timedelta = timedelta(seconds=5),
+        key_check_every: float = _KEY_CHECK_EVERY,
     ) -> None:
         self.config = config
+        redaction.install()
+        redaction.register([*getattr(config, "secrets", ()), *cekura.secrets()])
         self.metrics = metrics or Metrics()
         self.metrics.in_flight.set_function(lambda: len(self._following))
         self.started_at: datetime | None = None
@@ -239,10 +250,15 @@ class Daemon:
             on_delivery=self._count_delivery,
         )
         self._open_incidents: list[Incident] = []
+        self._key_rejected = False  # Cekura refused the API key at the last check or submission
+        self._key_check_every = key_check_every
         self._holds: list[Hold] = []
         self._holds_at: datetime | None = None
         self._holds_lock = asyncio.Lock()
         self.stats = Stats()
+        self.supervisor = Supervisor(
+            clock=self.clock.now, sleep=sleep, problem=self._daemon_problem, solved=self.incidents.solved
+        )
         self._admissions: _Batched[_Claim, _Admission] = _Batched(self._admit_many, self._spawn)
         self._answers: _Batched[dict[str, Any], bool] = _Batched(self.store.record_submitted_many, self._spawn)
 
@@ -263,37 +279,104 @@ class Daemon:
         self.started_at = self.ticked_at = now
         self.metrics.up.set(1)
         await self.incidents.load_open_problems()
+        await self._check_key()  # before the first slot: a refused key is known before anything is POSTed
         await self._catch_up_after_downtime(jobs, now)
-        background = [
-            self._spawn(self._sweep_forever()),
-            self._spawn(self._heartbeat_forever()),
-            self._spawn(self.outbox.run(self._stop)),
-            self._spawn(self._prune_forever()),
-        ]
-        if self.config_source is not None:
-            background.append(self._spawn(self._watch_config_forever()))
-        try:
-            await self._timer(jobs, now)
-        finally:
-            for task in background:
-                task.cancel()
-            self.metrics.up.set(0)
-            await self._shut_down()
-
-    async def _timer(self, jobs: list[Job], now: datetime) -> None:
         for job in jobs:
             self._plan_next(job, after=now)
         for fire_at, _, name in sorted(self._heap)[:10]:
             logger.info("next fire of %s at %s", name, fire_at.isoformat(), extra={"job": name})
+        lease = self.lease.total_seconds()
+        minute = timedelta(minutes=1)
+        loops: list[tuple[str, Callable[[Callable[[], None]], Awaitable[None]], timedelta]] = [
+            ("sweep", self._sweep_forever, timedelta(seconds=3 * self._sweep_every()) + minute),
+            ("heartbeat", self._heartbeat_forever, timedelta(seconds=3 * max(lease / 3, 0.2)) + minute),
+            ("outbox", lambda tick: self.outbox.run(self._stop, tick), minute),
+            ("prune", self._prune_forever, timedelta(hours=2)),
+        ]
+        if self.config_source is not None:
+            loops.append(("config-watch", self._watch_config_forever, minute))
+        loops.append(("key-check", self._check_key_forever, timedelta(seconds=3 * _KEY_CHECK_EVERY) + minute))
+        background = [self.supervisor.start(name, body, stale_after=stale) for name, body, stale in loops]
+        timer = self.supervisor.start("timer", self._timer, stale_after=timedelta(seconds=6 * _MAX_SLEEP))
+        try:
+            await timer
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            self.metrics.up.set(0)
+            await self._shut_down()
+
+    async def _check_key_forever(self, tick: Callable[[], None]) -> None:
+        """Check at start, then every minute, that Cekura answers and accepts the key.
+
+        While the key is refused, slots are recorded as skipped (``api-key-rejected``) rather than POSTed; firing
+        resumes by itself once the key is accepted again. Requests that cannot connect, several in a row (of any
+        kind: submissions, reads, these checks), are one daemon-level incident until Cekura answers again.
+        """
         while not self._stop.is_set():
+            tick()
+            await self._wait_for_stop(self._key_check_every)
+            if not self._stop.is_set():
+                await self._check_key()
+
+    async def _check_key(self) -> None:
+        """Ask Cekura once whether it answers and accepts the key; alert (once) when not, solve when it does."""
+        try:
+            await asyncio.wait_for(self.cekura.check_key(), timeout=15.0)
+        except TimeoutError:
+            logger.warning("checking the API key: Cekura did not answer within 15s")
+        except CekuraAuthError as error:
+            self._key_rejected = True
+            await self._daemon_problem(
+                KEY_REJECTED,
+                f"{error.message}\nNothing is submitted until the key is accepted: slots are recorded as skipped "
+                f"({SKIP_KEY_REJECTED}). The key is checked again every minute.",
+            )
+        except CekuraError as error:
+            logger.warning("checking the API key: %s", error)
+        else:
+            if self._key_rejected:
+                logger.warning("Cekura accepts the API key again; firing resumes")
+            self._key_rejected = False
+            self._daemon_problem_solved(KEY_REJECTED)
+        if self.cekura.connect_failures >= _UNREACHABLE_AFTER:
+            await self._daemon_problem(
+                UNREACHABLE,
+                f"{self.cekura.connect_failures} requests in a row could not connect to Cekura "
+                f"({self.cekura.base_url}). Slots are claimed and retried; this alert resolves once Cekura answers "
+                "again.",
+            )
+        elif self.cekura.connect_failures == 0:
+            self._daemon_problem_solved(UNREACHABLE)
+
+    @staticmethod
+    def redact(text: str) -> str:
+        """Text with every secret the daemon knows replaced by ``***`` (for pages and answers)."""
+        return redaction.redact(text)
+
+    def loop_health(self) -> list[LoopHealth]:
+        """Each background loop: when it last turned, whether it is down (for /healthz)."""
+        return self.supervisor.health()
+
+    async def _timer(self, tick: Callable[[], None]) -> None:
+        """Spawn each due slot's fire and sleep until the next one (at most ``_MAX_SLEEP``)."""
+        while not self._stop.is_set():
+            tick()
             now = self.ticked_at = self.clock.now()
             while self._heap and self._heap[0][0] <= now:
-                fire_at, slot, name = heapq.heappop(self._heap)
+                entry = heapq.heappop(self._heap)
+                fire_at, slot, name = entry
                 if self._plan.get(name) != (fire_at, slot):
                     continue  # planned before a reload changed or removed the job
-                job = self.config.jobs[name]
-                self._spawn(self.fire(job, slot))
-                self._plan_next(job, after=slot)
+                try:
+                    job = self.config.jobs[name]
+                    self._spawn(self.fire(job, slot), f"fire {submission_name(name, slot)}")
+                    self._plan_next(job, after=slot)
+                except Exception:
+                    # Put it back: the loop restarts (supervised) and tries again; the claim stops a second POST.
+                    heapq.heappush(self._heap, entry)
+                    raise
             wait = (self._heap[0][0] - now).total_seconds() if self._heap else _MAX_SLEEP
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -395,9 +478,10 @@ class Daemon:
         """Ask for the config file to be read again now (SIGHUP)."""
         self._reload_requested.set()
 
-    async def _watch_config_forever(self) -> None:
+    async def _watch_config_forever(self, tick: Callable[[], None]) -> None:
         assert self.config_source is not None
         while not self._stop.is_set():
+            tick()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reload_requested.wait(), timeout=1.0)
             asked = self._reload_requested.is_set()
@@ -453,7 +537,16 @@ class Daemon:
         if new.digest == self.config.digest:
             self.metrics.config_reloads.labels("unchanged").inc()
             return False
+        redaction.register(getattr(new, "secrets", ()))
         diff = diff_configs(self.config, new)
+        if any(job.enabled for job in self.config.jobs.values()) and not any(job.enabled for job in new.jobs.values()):
+            await self.incidents.announce(
+                "every job removed",
+                f"{source.path} (version {new.digest}) has no enabled job left (was {len(self.config.jobs)}); "
+                "nothing will fire until jobs are added again. It is applied: if this is not what you meant, "
+                "restore the file.",
+                config=self.config,
+            )
         old, self.config = self.config, new
         for name in diff.removed:
             self._plan.pop(name, None)
@@ -489,8 +582,11 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
-    def _spawn(self, coroutine: Awaitable[T]) -> asyncio.Task[T]:
+    def _spawn(self, coroutine: Awaitable[T], name: str | None = None) -> asyncio.Task[T]:
+        """A task of this daemon, named for the log (``fire smoke@...``, ``follow result 9001``)."""
         task: asyncio.Task[T] = asyncio.ensure_future(coroutine)
+        if name is not None:
+            task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(self._report_crash)
@@ -499,7 +595,7 @@ class Daemon:
     @staticmethod
     def _report_crash(task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and (error := task.exception()) is not None:
-            logger.error("a daemon task failed: %s", error, exc_info=error)
+            logger.error("a daemon task failed (%s): %s", task.get_name(), error, exc_info=error)
 
     async def _shut_down(self, grace: float = 30.0) -> None:
         """Let submissions in flight get their answer recorded; polling resumes from the database next start."""
@@ -536,8 +632,9 @@ class Daemon:
     def _sweep_every(self) -> float:
         return min(max(self.lease.total_seconds() / 2, 0.5), 30.0)
 
-    async def _sweep_forever(self) -> None:
+    async def _sweep_forever(self, tick: Callable[[], None]) -> None:
         while not self._stop.is_set():
+            tick()
             await self.sweep()
             await self._wait_for_stop(self._sweep_every())
 
@@ -564,7 +661,7 @@ class Daemon:
             if fire.state == "submitted":
                 self._start_following(fire)
             else:
-                self._spawn(self._settle_unanswered(fire))
+                self._spawn(self._settle_unanswered(fire), f"settle {fire.submission_name}")
         await self._catch_up_unrecorded()
 
     async def _catch_up_unrecorded(self) -> None:
@@ -576,9 +673,10 @@ class Daemon:
             if (job := self.config.jobs.get(name)) is not None:
                 await self._apply_catch_up(job, sorted(set(slots)), self.clock.now())
 
-    async def _heartbeat_forever(self) -> None:
+    async def _heartbeat_forever(self, tick: Callable[[], None] = lambda: None) -> None:
         """Renew the leases of the fires this process works on; stop following those another process took."""
         while not self._stop.is_set():
+            tick()
             await self._wait_for_stop(max(self.lease.total_seconds() / 3, 0.2))
             mine = sorted(self._following | self._submitting)
             try:
@@ -591,9 +689,10 @@ class Daemon:
                 if (task := self._follow_tasks.get(fire_id)) is not None:
                     task.cancel()
 
-    async def _prune_forever(self, every: float = 3600.0) -> None:
+    async def _prune_forever(self, tick: Callable[[], None], every: float = 3600.0) -> None:
         """Delete history older than [history] retention, in small batches, once an hour."""
         while not self._stop.is_set():
+            tick()
             retention = self.config.history.retention
             if retention is not None:
                 before, total = self.clock.now() - retention, 0
@@ -612,7 +711,7 @@ class Daemon:
             await self._wait_for_stop(every)
 
     def _start_following(self, fire: Fire) -> None:
-        task = self._spawn(self.follow(fire))
+        task = self._spawn(self.follow(fire), f"follow result {fire.result_id} of {fire.submission_name}")
         self._follow_tasks[fire.id] = task
         task.add_done_callback(lambda _: self._follow_tasks.pop(fire.id, None))
 
@@ -662,7 +761,7 @@ class Daemon:
         skipped = 0
         for slot in slots:
             if slot in chosen:
-                self._spawn(self.fire(job, slot))
+                self._spawn(self.fire(job, slot), f"catch up {submission_name(job.name, slot)}")
                 continue
             reason = (
                 SKIP_TOO_OLD if slot not in recent else (SKIP_CATCH_UP if job.catch_up == "skip" else SKIP_SUPERSEDED)
@@ -716,6 +815,11 @@ class Daemon:
         submission = build_submission(job, name)
         self.stats.fired += 1
         try:
+            if trigger == SCHEDULED and self._key_rejected:
+                logger.warning("%s skipped: Cekura rejects the API key (checked again every minute)", name, extra=extra)
+                return await self._record_skip(
+                    job, slot, SKIP_KEY_REJECTED, detail="Cekura rejected the API key; nothing was sent"
+                )
             if trigger == SCHEDULED and (window := self.incidents.paused_by_maintenance(job.name, slot)):
                 logger.info("%s skipped: maintenance window %s pauses the job", name, window, extra=extra)
                 return await self._record_skip(job, slot, SKIP_MAINTENANCE)
@@ -849,8 +953,9 @@ class Daemon:
                     break
                 continue
             except CekuraAuthError as error:
+                self._key_rejected = True  # the next slots are skipped, not POSTed, until the key check passes
                 await self._daemon_problem(
-                    "Cekura rejects the API key", f"{error.message}\nNo job can be submitted until the key is fixed."
+                    KEY_REJECTED, f"{error.message}\nNo job can be submitted until the key is fixed."
                 )
                 return await self._record_submit_error(job, fire, error, alert=False)
             except CekuraError as error:
@@ -858,7 +963,7 @@ class Daemon:
                     await self._daemon_problem("insufficient Cekura balance", error.message)
                     return await self._record_submit_error(job, fire, error, alert=False)
                 return await self._record_submit_error(job, fire, error)
-            self._daemon_problem_solved("Cekura rejects the API key")
+            self._daemon_problem_solved(KEY_REJECTED)
             self._daemon_problem_solved("insufficient Cekura balance")
             return await self._record_answer(job, fire, result)
         assert last is not None
@@ -1039,7 +1144,7 @@ class Daemon:
                 return await self._finish(fire, outcome=FAILED, error=error.message, result_status="not found")
             except CekuraAuthError as error:
                 self.metrics.polls.labels("error").inc()
-                await self._daemon_problem("Cekura rejects the API key", error.message)
+                await self._daemon_problem(KEY_REJECTED, error.message)
                 continue
             except CekuraError as error:
                 self.metrics.polls.labels("error").inc()

@@ -153,8 +153,8 @@ class Incidents:
 
     # -- problems of the daemon itself -----------------------------------------------------------------------
 
-    def daemon_channels(self) -> list[str]:
-        config = self.config()
+    def daemon_channels(self, config: Config | None = None) -> list[str]:
+        config = config or self.config()
         if config.daemon.alerts:
             return list(config.daemon.alerts)
         # No [daemon] alerts: tell everyone who listens to any job rather than no one.
@@ -226,9 +226,15 @@ class Incidents:
     def open_problems(self) -> set[str]:
         return set(self._problems)
 
-    async def _send_directly(self, payload: dict[str, Any]) -> None:
-        config = self.config()
-        channels = [config.channels[name] for name in self.daemon_channels() if name in config.channels]
+    async def announce(self, problem: str, detail: str, *, config: Config) -> None:
+        """Tell the daemon channels of ``config`` at once, without an incident (e.g. a reload that removes every
+        job: the new version may have no channels left to tell)."""
+        logger.warning("%s: %s", problem, detail.splitlines()[0] if detail else "")
+        await self._send_directly(daemon_payload(DAEMON_PROBLEM, problem, detail), config=config)
+
+    async def _send_directly(self, payload: dict[str, Any], *, config: Config | None = None) -> None:
+        config = config or self.config()
+        channels = [config.channels[name] for name in self.daemon_channels(config) if name in config.channels]
         alerts: list[Alert] = [render(payload, channel) for channel in channels]
         results = await asyncio.gather(*(self.sender.send(c, a) for c, a in zip(channels, alerts, strict=True)))
         for channel, delivery in zip(channels, results, strict=True):

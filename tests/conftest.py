@@ -200,7 +200,7 @@ scenarios = [101, {{ id = 102, publish_data_message = {{ lang = "en" }} }}]
 """
 
 
-async def _quick_sleep(seconds: float) -> None:
+async def quick_sleep(seconds: float) -> None:
     await asyncio.sleep(min(seconds, 0.2))
 
 
@@ -232,7 +232,7 @@ def make_daemon(
     http: httpx.AsyncClient,
     simulator: Simulator,
     api_key: str = API_KEY,
-    sleep: Callable[[float], Awaitable[None]] = _quick_sleep,
+    sleep: Callable[[float], Awaitable[None]] = quick_sleep,
 ) -> Daemon:
     return Daemon(
         config=config,
@@ -255,7 +255,7 @@ def run_daemon(
     timeout: float = 20.0,
     api_key: str = API_KEY,
     header: str = HEADER,
-    sleep: Callable[[float], Awaitable[None]] = _quick_sleep,
+    sleep: Callable[[float], Awaitable[None]] = quick_sleep,
 ) -> Store:
     """Run a daemon on ``jobs`` until ``until(store)`` holds (or time runs out), then stop it cleanly."""
     config, store = prepare(tmp_path, jobs, inbox=inbox, database_url=database_url, header=header)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -457,3 +458,33 @@ def test_a_detail_with_failed_reasons_of_any_shape_is_readable(failed_reasons: A
 def test_a_run_started_answer_without_a_status_is_taken_as_pending() -> None:
     result: Result = call(answer(200, {"id": 9001, "runs": []}), submit)
     assert (result.id, result.status) == (9001, "pending")
+
+
+def test_an_answer_larger_than_the_cap_is_not_read_and_a_submission_is_ambiguous() -> None:
+    from scheduler.cekura import MAX_ANSWER_BYTES
+
+    huge = b'{"id": 9001, "status": "pending", "padding": "' + b"x" * MAX_ANSWER_BYTES + b'"}'
+    error = raises(CekuraAmbiguousError, answer(200, content=huge), submit)
+    assert "larger than 10 MB" in str(error)  # looked up by name, never sent again blindly
+    raises(CekuraUnavailableError, answer(200, content=huge), get_result)  # a read: read again later
+
+
+def test_connect_failures_in_a_row_are_counted_until_cekura_answers() -> None:
+    attempts = iter([httpx.ConnectError("down"), httpx.ConnectError("down"), None])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (error := next(attempts)) is not None:
+            raise error
+        return httpx.Response(200, json={"count": 0, "results": []})
+
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = CekuraClient(http=http, base_url=BASE, api_key=SecretStr(API_KEY))
+            seen = []
+            for _ in range(3):
+                with contextlib.suppress(CekuraUnavailableError):
+                    await client.check_key()
+                seen.append(client.connect_failures)
+            return seen
+
+    assert asyncio.run(main()) == [1, 2, 0]

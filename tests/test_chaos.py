@@ -263,7 +263,11 @@ def accounting_problems(
         if false_failures:
             problems.append(f"results that passed at Cekura recorded otherwise: {false_failures}")
 
-    crashes = [line for line in logs.splitlines() if "a daemon task failed" in line or "Traceback" in line]
+    crashes = [
+        line
+        for line in logs.splitlines()
+        if "a daemon task failed" in line or "Traceback" in line or line.find("background task") >= 0
+    ]
     if crashes:
         problems.append("daemon crashes:\n" + "\n".join(crashes))
     if "check for a duplicate" in logs:

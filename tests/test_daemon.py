@@ -15,11 +15,26 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from scheduler.alerts import AppriseSender
+from scheduler.cekura import CekuraClient
+from scheduler.daemon import Daemon
 from scheduler.schedules import jitter_offset
 from scheduler.simulator import Simulator
 from scheduler.store import Fire, Store
-from tests.conftest import API_KEY, JOB, AlertInbox, finished, make_daemon, prepare, run_daemon, submissions_by_name
+from tests.conftest import (
+    API_KEY,
+    JOB,
+    AlertInbox,
+    eventually,
+    finished,
+    make_daemon,
+    prepare,
+    quick_sleep,
+    run_daemon,
+    submissions_by_name,
+)
 
 
 def test_a_job_fires_is_recorded_and_followed_to_its_outcome(
@@ -114,20 +129,47 @@ def test_a_rejected_submission_is_recorded_and_alerted_once(
     assert "submission failed" in alert["title"] and "Invalid scenario IDs" in alert["error"]
 
 
-def test_a_refused_api_key_is_one_daemon_alert_not_one_per_job(
-    run: Callable[..., Store], alert_inbox: AlertInbox
+def test_a_refused_api_key_skips_slots_without_posting_alerts_once_and_recovers_by_itself(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
     jobs = JOB.format(extra="") + '\n[jobs.other]\nevery = "1s"\nagent = 12\nscenarios = [7]\n'
-    store = run(
-        api_key="wrong-key",
-        until=lambda s: len(finished(s, "smoke")) >= 2,
-        jobs=jobs,
-    )
+    config, store = prepare(tmp_path, jobs, inbox=alert_inbox, database_url=sqlite_url)
+    simulator.config.api_key = "the-new-key"  # the daemon still has the old one
 
-    assert all(fire.error_status_code == 401 for fire in finished(store, "smoke"))
-    assert [t for t in alert_inbox.titles() if "API key" in t] == ["[cekura-scheduler] Cekura rejects the API key"]
-    assert not any("FAILED" in t for t in alert_inbox.titles())
-    assert "wrong-key" not in str(alert_inbox.received)
+    def skipped() -> list[Fire]:
+        return [f for f in store.recent_fires(limit=200) if f.skip_reason == "api-key-rejected"]
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            daemon = Daemon(
+                config=config,
+                store=store,
+                cekura=CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr("the-new-key")),
+                alerts=AppriseSender(),
+                sleep=quick_sleep,
+                alert_backoff=timedelta(milliseconds=100),
+                key_check_every=0.3,
+            )
+            stop = asyncio.Event()
+            simulator.config.api_key = "rotated-again"  # refused from the start
+            task = asyncio.create_task(daemon.run(stop))
+            await eventually(lambda: len({f.job for f in skipped()}) == 2)
+            assert simulator.submissions == []  # nothing was POSTed while the key was refused
+            simulator.config.api_key = "the-new-key"  # the key is accepted again: firing resumes by itself
+            await eventually(lambda: len(finished(store, "smoke")) >= 1)
+            await eventually(lambda: any("RESOLVED" in t for t in alert_inbox.titles()))
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+    key_alerts = [t for t in alert_inbox.titles() if "API key" in t]
+    assert key_alerts == [
+        "[cekura-scheduler] Cekura rejects the API key",
+        "[cekura-scheduler] RESOLVED: Cekura rejects the API key",
+    ]
+    assert not any("FAILED" in t for t in alert_inbox.titles())  # no job is blamed for the key
+    assert all(f.error == "Cekura rejected the API key; nothing was sent" for f in skipped())
+    assert "the-new-key" not in str(alert_inbox.received)
 
 
 def test_rate_limited_submissions_are_retried_and_sent_once(run: Callable[..., Store], simulator: Simulator) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from scheduler.alerts import AppriseSender
@@ -262,6 +263,21 @@ def test_a_silence_holds_a_jobs_alerts_for_its_duration(
     h.clock.instant = datetime(2026, 11, 30, 6, 0, 1, tzinfo=UTC)
     h.deliver(daemon)
     assert h.events() == ["opened"]
+
+
+@pytest.mark.parametrize("until", [None, datetime(2026, 11, 30, 6, 0, tzinfo=UTC)], ids=["open-ended", "timed"])
+def test_a_silence_ended_early_lets_its_held_alert_out_at_once(
+    tmp_path: Path, alert_inbox: AlertInbox, sqlite_url: str, until: datetime | None
+) -> None:
+    h = harness(tmp_path, alert_inbox, sqlite_url)
+    h.store.add_hold(job="nightly", kind="silence", at=START, until=until, created_by="ana", reason="redeploy")
+    daemon = h.daemon()
+    h.outcome(daemon, "failed")
+    assert h.events() == []  # held
+    h.clock.advance(timedelta(minutes=5))
+    assert h.store.end_holds(job="nightly", kind="silence", at=h.clock.now()) == 1  # `silence nightly --end`
+    h.deliver(daemon)
+    assert h.events() == ["opened"]  # now, not at the silence's planned end (never, for an open-ended one)
 
 
 def test_a_daemon_problem_is_one_incident_that_resolves(

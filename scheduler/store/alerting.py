@@ -19,6 +19,7 @@ from sqlalchemy import Index, Integer, String, Text, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from scheduler.redaction import redact
 from scheduler.store.schema import FINISHED, Base, Fire, FireRow, UTCDateTime, _fire
 
 PENDING, SENT, FAILED_DELIVERY, CANCELLED = "pending", "sent", "failed", "cancelled"
@@ -146,7 +147,7 @@ def _enqueue(session: Session, *, channel: str, notice: Notice, at: datetime, in
             channel=channel,
             kind=notice.kind,
             incident_id=incident_id,
-            payload=json.dumps(notice.payload, default=str),
+            payload=redact(json.dumps(notice.payload, default=str)),
             state=PENDING,
             attempts=0,
             next_attempt_at=notice.deliver_at,
@@ -239,7 +240,7 @@ class AlertingQueries:
                         channel=channel,
                         open_key=_key(scope, subject, channel),
                         opened_at=at,
-                        detail=detail,
+                        detail=redact(detail),
                     )
                     session.add(row)
                     session.flush()
@@ -355,7 +356,7 @@ class AlertingQueries:
                 .where(OutboxRow.id == item_id)
                 .values(
                     state=PENDING if retry_at is not None else FAILED_DELIVERY,
-                    last_error=error[:2000],
+                    last_error=redact(error)[:2000],
                     attempts=OutboxRow.attempts + 1,
                     lease_until=None,
                     **({"next_attempt_at": retry_at} if retry_at is not None else {}),

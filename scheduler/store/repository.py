@@ -20,7 +20,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.errors import StoreError
-from scheduler.store.alerting import AlertingQueries, IncidentRow, OutboxRow, Router, route_outcome
+from scheduler.redaction import redact
+from scheduler.store.alerting import PENDING, AlertingQueries, IncidentRow, OutboxRow, Router, route_outcome
 from scheduler.store.schema import (
     CLAIMED,
     FINISHED,
@@ -234,7 +235,7 @@ class Store(AlertingQueries):
             endpoint=endpoint,
             runs_requested=runs_requested,
             skip_reason=reason,
-            error=detail,
+            error=redact(detail) if detail is not None else None,
             finished_at=fired_at,
         )
         return self._insert_fire(row, f"recording {submission_name} as skipped")
@@ -292,7 +293,7 @@ class Store(AlertingQueries):
                     finished_at=at,
                     result_status=result_status if result_status is not None else FireRow.result_status,
                     success_rate=success_rate,
-                    error=error,
+                    error=redact(error) if error is not None else None,
                     error_status_code=error_status_code,
                     failed_reasons=None if failed_reasons in (None, "", [], {}) else json.dumps(failed_reasons),
                 )
@@ -372,7 +373,14 @@ class Store(AlertingQueries):
             changed = session.execute(  # type: ignore[attr-defined]
                 update(FireRow)
                 .where(FireRow.id == fire_id, FireRow.state == CLAIMED)
-                .values(state=SKIPPED, skip_reason=reason, error=error, finished_at=at, owner=None, lease_until=None)
+                .values(
+                    state=SKIPPED,
+                    skip_reason=reason,
+                    error=redact(error) if error is not None else None,
+                    finished_at=at,
+                    owner=None,
+                    lease_until=None,
+                )
                 .execution_options(synchronize_session=False)
             ).rowcount
             return bool(changed)
@@ -445,7 +453,7 @@ class Store(AlertingQueries):
     def record_config_change(self, *, at: datetime, path: str, digest: str, valid: bool, summary: str) -> None:
         """Remember a version of the config file: applied, with its diff, or rejected, with its errors."""
         with self._session("recording a config change") as session:
-            session.add(ConfigChangeRow(at=at, path=path, digest=digest, valid=valid, summary=summary))
+            session.add(ConfigChangeRow(at=at, path=path, digest=digest, valid=valid, summary=redact(summary)))
 
     def latest_config_change(self) -> ConfigChange | None:
         """The newest version of the config file the daemon saw."""
@@ -468,21 +476,31 @@ class Store(AlertingQueries):
             return Hold(id=row.id, job=job, kind=kind, starts_at=at, until=until, created_by=created_by, reason=reason)
 
     def end_holds(self, *, job: str, kind: str, at: datetime) -> int:
-        """End the job's active holds of this kind now; returns how many were ended."""
+        """End the job's active holds of this kind now; returns how many were ended.
+
+        Ending the job's last silence lets the alerts it held go out at once (they waited in the outbox for its
+        end, which for an open-ended silence is never).
+        """
         with self._session(f"ending the {kind} of {job}") as session:
-            return int(
+            active = (
+                HoldRow.job == job,
+                HoldRow.kind == kind,
+                HoldRow.ended_at.is_(None),
+                or_(HoldRow.until.is_(None), HoldRow.until > at),
+            )
+            ended = int(
                 session.execute(  # type: ignore[attr-defined]
-                    update(HoldRow)
-                    .where(
-                        HoldRow.job == job,
-                        HoldRow.kind == kind,
-                        HoldRow.ended_at.is_(None),
-                        or_(HoldRow.until.is_(None), HoldRow.until > at),
-                    )
-                    .values(ended_at=at)
-                    .execution_options(synchronize_session=False)
+                    update(HoldRow).where(*active).values(ended_at=at).execution_options(synchronize_session=False)
                 ).rowcount
             )
+            if ended and kind == "silence" and session.scalars(select(HoldRow.id).where(*active)).first() is None:
+                held = session.scalars(
+                    select(OutboxRow).where(OutboxRow.state == PENDING, OutboxRow.next_attempt_at > at)
+                )
+                for row in held:
+                    if json.loads(row.payload).get("job") == job:
+                        row.next_attempt_at = at
+            return ended
 
     def active_holds(self, *, at: datetime, job: str | None = None) -> list[Hold]:
         """The pauses and silences in force at ``at``."""
