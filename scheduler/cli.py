@@ -1,4 +1,5 @@
-"""The command line: ``cekura-scheduler run | validate | jobs | trigger | history | check | demo | simulator | db``.
+"""The command line: ``cekura-scheduler run | validate | jobs | trigger | history | check | demo | simulator | db |
+alerts | silence | pause | resume``.
 
 This is the only module that configures logging and reads ``os.environ`` for jobs.toml interpolation.
 """
@@ -25,8 +26,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler import __version__
+from scheduler import __version__, redaction
 from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient, http_client
 from scheduler.config import Config, ConfigSource, Job, load_config
@@ -34,7 +37,7 @@ from scheduler.daemon import READS_IN_FLIGHT, Daemon
 from scheduler.errors import ConfigError, SchedulerError, SettingsError, count_errors
 from scheduler.schedules import format_duration, parse_duration
 from scheduler.settings import Settings, load_settings
-from scheduler.store import Fire, Store, create_db_engine, upgrade_database
+from scheduler.store import Fire, Hold, Store, create_db_engine, upgrade_database
 
 logger = logging.getLogger("scheduler")
 
@@ -69,6 +72,7 @@ def configure_logging(level: str, fmt: str) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    redaction.install()  # secrets become *** in every record, whichever library logs it
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -93,19 +97,38 @@ def _config(path: Path) -> Config:
 
 
 def _store(settings: Settings, *, upgrade: bool = True) -> Store:
-    engine = create_db_engine(settings.database_url)
-    if upgrade:
-        try:
+    """The store of SCHEDULER_DATABASE_URL; whatever fails on the way is one line naming the variable."""
+    try:
+        engine = create_db_engine(settings.database_url)
+        if upgrade:
             upgrade_database(engine)
-        except SchedulerError as error:
-            raise click.ClickException(f"{settings.database_url_for_humans}: {error}") from None
+    except (SchedulerError, SQLAlchemyError, OSError, ImportError) as error:
+        raise click.ClickException(
+            f"SCHEDULER_DATABASE_URL {settings.database_url_for_humans}: {_database_failure(error, settings)}"
+        ) from None
     return Store(engine=engine)
+
+
+def _database_failure(error: Exception, settings: Settings) -> str:
+    """What went wrong with the database, in one line and without its password."""
+    if isinstance(error, OSError) and error.strerror:
+        reason = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    else:
+        reason = str(getattr(error, "orig", None) or error).strip()
+    reason = (reason.splitlines() or [type(error).__name__])[0]
+    with contextlib.suppress(SQLAlchemyError, ValueError):
+        password = make_url(settings.database_url).password
+        if password:
+            reason = reason.replace(str(password), "***")
+    return reason
 
 
 @contextlib.asynccontextmanager
 async def _daemon(
     settings: Settings, config: Config, store: Store, api_key: SecretStr, source: ConfigSource | None = None
 ) -> AsyncIterator[Daemon]:
+    # Hidden from every log line from now on (the daemon adds the API key and the config's own secrets).
+    redaction.register([settings.http_token.get_secret_value()] if settings.http_token else [])
     async with http_client(max_connections=config.daemon.max_concurrent_submissions + READS_IN_FLIGHT) as http:
         cekura = CekuraClient(http=http, base_url=settings.base_url, api_key=api_key)
         yield Daemon(config=config, store=store, cekura=cekura, alerts=AppriseSender(), config_source=source)
@@ -122,13 +145,24 @@ async def _run_until_signalled(daemon: Daemon, *, duration: float | None = None)
     await daemon.run(stop)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group: an error the scheduler raises on purpose ends a command in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SchedulerError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="cekura-scheduler")
 def main() -> None:
     """Run Cekura test scenarios on a schedule kept in jobs.toml.
 
-    Settings come from the environment (or a .env file): CEKURA_API_KEY, CEKURA_BASE_URL, SCHEDULER_CONFIG,
-    SCHEDULER_DATABASE_URL, SCHEDULER_LOG_LEVEL, SCHEDULER_LOG_FORMAT.
+    Settings come from the environment (or a .env file): CEKURA_API_KEY (or CEKURA_API_KEY_FILE),
+    CEKURA_BASE_URL, SCHEDULER_CONFIG, SCHEDULER_DATABASE_URL, SCHEDULER_LOG_LEVEL, SCHEDULER_LOG_FORMAT,
+    SCHEDULER_HTTP_ADDR, SCHEDULER_HTTP_TOKEN, SCHEDULER_HTTP_TRUST_FORWARDED.
     """
 
 
@@ -158,11 +192,20 @@ def run() -> None:
 
     from scheduler.web import WebServer  # here: aiohttp is not needed by the other commands
 
+    host, port = settings.http_host_port
+    web_options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "token": settings.http_token,
+        "trust_forwarded": settings.http_trust_forwarded,
+    }
+
     async def main_loop() -> None:
-        async with _daemon(settings, config, store, api_key, source) as daemon:
-            host, port = settings.http_host_port
-            async with WebServer(daemon=daemon, host=host, port=port, token=settings.http_token):
-                await _run_until_signalled(daemon)
+        async with (
+            _daemon(settings, config, store, api_key, source) as daemon,
+            WebServer(daemon=daemon, **web_options),
+        ):
+            await _run_until_signalled(daemon)
 
     try:
         asyncio.run(main_loop())
@@ -263,8 +306,9 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def jobs(fmt: str) -> None:
-    """List the jobs of SCHEDULER_CONFIG: schedule, next fire, paused or not, and last outcome.
+    """List the jobs of SCHEDULER_CONFIG: schedule, state, next fire and last outcome.
 
+    The state says whether a job is enabled, and who paused or silenced it, why and until when.
     When the file is invalid, says so first: a running daemon keeps the last valid version until it is fixed.
     """
     from scheduler.web import fire_as_dict
@@ -273,7 +317,7 @@ def jobs(fmt: str) -> None:
     store = _store(settings)
     last = store.last_fires_by_job()
     now = datetime.now(UTC)
-    paused = {hold.job for hold in store.active_holds(at=now) if hold.kind == "pause"}
+    holds = _holds_by_job(store, now)
     try:
         config = load_config(settings.config_path, env=os.environ)
     except ConfigError as error:
@@ -317,7 +361,10 @@ def jobs(fmt: str) -> None:
                         "describe": job.schedule.describe(),
                         "timezone": str(job.timezone),
                         "enabled": job.enabled,
-                        "paused": job.name in paused,
+                        "paused": (job.name, "pause") in holds,
+                        "pause": _hold_as_dict(holds.get((job.name, "pause"))),
+                        "silenced": (job.name, "silence") in holds,
+                        "silence": _hold_as_dict(holds.get((job.name, "silence"))),
                         "next_fire": upcoming.isoformat() if upcoming else None,
                         "last_outcome": _fire_outcome(fire) if fire else None,
                         "last_fire": fire_as_dict(fire) if fire else None,
@@ -332,7 +379,7 @@ def jobs(fmt: str) -> None:
         [
             [
                 job.name,
-                "disabled" if not job.enabled else "paused" if job.name in paused else "enabled",
+                _job_state(job, holds, now),
                 job.schedule.describe(),
                 _when(upcoming, job.timezone) if upcoming else "-",
                 _fire_outcome(fire) if fire else "never fired",
@@ -340,6 +387,41 @@ def jobs(fmt: str) -> None:
             for job, fire, upcoming in items
         ],
     )
+
+
+def _holds_by_job(store: Store, now: datetime) -> dict[tuple[str, str], Hold]:
+    """Each job's pause and silence in force, by (job, kind); of several, the one that lasts longest."""
+    found: dict[tuple[str, str], Hold] = {}
+    for hold in store.active_holds(at=now):
+        key = (hold.job, hold.kind)
+        held = found.get(key)
+        if held is None or (held.until is not None and (hold.until is None or hold.until > held.until)):
+            found[key] = hold
+    return found
+
+
+def _hold_as_dict(hold: Hold | None) -> dict[str, Any] | None:
+    if hold is None:
+        return None
+    until = hold.until.isoformat() if hold.until is not None else None
+    return {"by": hold.created_by, "reason": hold.reason, "since": hold.starts_at.isoformat(), "until": until}
+
+
+def _job_state(job: Job, holds: dict[tuple[str, str], Hold], now: datetime) -> str:
+    """``enabled``, ``disabled``, ``paused (by ana until 14:00 UTC: deploy)``, ``enabled, silenced (...)``."""
+    pause, silence = holds.get((job.name, "pause")), holds.get((job.name, "silence"))
+    states = [] if job.enabled and pause else ["enabled" if job.enabled else "disabled"]
+    states += [_hold_words(word, hold, now) for word, hold in (("paused", pause), ("silenced", silence)) if hold]
+    return ", ".join(states)
+
+
+def _hold_words(word: str, hold: Hold, now: datetime) -> str:
+    until = ""
+    if hold.until is not None:
+        end = hold.until.astimezone(UTC)
+        until = f" until {end:%H:%M} UTC" if end.date() == now.date() else f" until {end:%Y-%m-%d %H:%M} UTC"
+    reason = f": {hold.reason}" if hold.reason else ""
+    return f"{word} (by {hold.created_by}{until}{reason})"
 
 
 def _echo_json(data: Any) -> None:
@@ -411,7 +493,7 @@ def history(job: str | None, limit: int, fmt: str) -> None:
     settings = _settings()
     fires = _store(settings).recent_fires(job=job, limit=limit)
     if fmt == "json":
-        _echo_json([fire_as_dict(fire) for fire in fires])
+        _echo_json([fire_as_dict(fire, redact=redaction.redact) for fire in fires])
     elif not fires:
         click.echo("no fires recorded yet")
     else:
@@ -596,23 +678,72 @@ def alerts_test(channel: str) -> None:
 def silence(job: str, duration: str | None, reason: str, by: str, end: bool) -> None:
     """Hold JOB's alerts (its runs go on): for unplanned work. Recorded with who and why; every replica obeys."""
     settings = _settings()
-    config = _config(settings.config_path)
-    if job not in config.jobs:
-        raise click.ClickException(f"no job named {job!r} in {config.path}")
+    _configured_job(settings, job)
     store = _store(settings)
     now = datetime.now(UTC)
     if end:
         ended = store.end_holds(job=job, kind="silence", at=now)
-        click.echo(f"{job}: {ended} silences ended")
+        click.echo(f"{job}: {ended} silence{'' if ended == 1 else 's'} ended")
         return
-    try:
-        until = now + parse_duration(duration) if duration else None
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    until, by = _until(now, duration), _who(by)
     store.add_hold(job=job, kind="silence", at=now, until=until, created_by=by, reason=reason)
     click.echo(
         f"{job}: alerts held until {_when(until) if until else 'silence --end'} (by {by}: {reason or 'no reason'})"
     )
+
+
+def _until(now: datetime, duration: str | None) -> datetime | None:
+    """``now`` plus ``--for``, or None (open-ended); a bad duration is one line."""
+    if not duration:
+        return None
+    try:
+        return now + parse_duration(duration)
+    except (ValueError, OverflowError) as error:
+        raise click.ClickException(f"--for: {error}") from None
+
+
+def _who(by: str) -> str:
+    """``--by``, as the holds table keeps it (100 characters)."""
+    if not by.strip() or len(by) > 100:
+        raise click.ClickException("--by: give a name of 1 to 100 characters")
+    return by.strip()
+
+
+def _configured_job(settings: Settings, job: str) -> None:
+    config = _config(settings.config_path)
+    if job not in config.jobs:
+        raise click.ClickException(f"no job named {job!r} in {config.path} (jobs: {', '.join(config.jobs)})")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--for", "duration", help="How long, e.g. 2h or 30m (default: until `resume`).")
+@click.option("--reason", required=True, help="Why, for the record, `jobs` and the status page.")
+@click.option("--by", default=lambda: os.environ.get("USER", "unknown"), show_default="$USER", help="Who.")
+def pause(job: str, duration: str | None, reason: str, by: str) -> None:
+    """Stop firing JOB: its slots are recorded as skipped (paused) until `resume` or --for ends.
+
+    Recorded with who and why; the running daemon (every replica) obeys within a second.
+    """
+    now = datetime.now(UTC)
+    until, by = _until(now, duration), _who(by)
+    if not reason.strip():
+        raise click.ClickException("--reason: say why the job is paused")
+    settings = _settings()
+    _configured_job(settings, job)
+    store = _store(settings)
+    store.add_hold(job=job, kind="pause", at=now, until=until, created_by=by, reason=reason)
+    click.echo(f"{job}: paused until {_when(until) if until else 'resume'} (by {by}: {reason})")
+
+
+@main.command()
+@click.argument("job")
+def resume(job: str) -> None:
+    """Fire JOB again from its next slot (ends its pauses); slots skipped meanwhile are not run."""
+    settings = _settings()
+    _configured_job(settings, job)
+    ended = _store(settings).end_holds(job=job, kind="pause", at=datetime.now(UTC))
+    click.echo(f"{job}: resumed" if ended else f"{job}: was not paused")
 
 
 if __name__ == "__main__":  # pragma: no cover

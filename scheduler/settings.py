@@ -2,17 +2,29 @@
 
 These are read once at start; editing them needs a restart. The API key is a ``SecretStr``: it never reaches a
 log line or the database. ``CEKURA_API_KEY_FILE`` names a file holding the key (Docker and Kubernetes secrets).
+
+Every value is checked here, so that a mistake stops the process at start with one line naming the variable
+rather than a traceback later (or, worse, a daemon that runs and does nothing). The database URL is checked as
+far as it can be without connecting: it parses, its backend is one the scheduler supports, its driver is
+installed and synchronous, and a SQLite file's folder can exist.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.errors import SettingsError
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_SECRETS = ("api_key", "http_token")
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
+_DATABASE_EXAMPLES = "e.g. sqlite:///scheduler.db or postgresql+psycopg://user:password@host/db"
 
 
 class Settings(BaseSettings):
@@ -36,6 +48,45 @@ class Settings(BaseSettings):
 
     http_addr: str = Field("127.0.0.1:8787", validation_alias=AliasChoices("SCHEDULER_HTTP_ADDR", "http_addr"))
     http_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SCHEDULER_HTTP_TOKEN", "http_token"))
+    # A reverse proxy is in front: its X-Forwarded-* headers say which host the client asked for.
+    http_trust_forwarded: bool = Field(
+        False, validation_alias=AliasChoices("SCHEDULER_HTTP_TRUST_FORWARDED", "http_trust_forwarded")
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        shown = repr(_PASSWORD_IN_URL.sub(r"\1***@", value))
+        if any(character.isspace() for character in value):
+            raise ValueError(f"{shown}: a URL has no spaces, e.g. https://api.cekura.ai")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError when the port is not a number in range
+        except ValueError:
+            raise ValueError(f"{shown}: not a URL with a valid port, e.g. https://api.cekura.ai") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{shown}: use an http(s) URL with a host, e.g. https://api.cekura.ai")
+        return value
+
+    @field_validator("http_addr")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _, colon, port = value.strip().rpartition(":")
+        if not colon or not port.isdecimal():
+            raise ValueError(f"{value!r}: use host:port with a numeric port, e.g. 127.0.0.1:8787")
+        if int(port) > 65535:
+            raise ValueError(f"{value!r}: the port must be 0..65535 (0 picks a free one)")
+        return value.strip()
 
     @model_validator(mode="after")
     def _read_key_file(self) -> Settings:
@@ -43,7 +94,9 @@ class Settings(BaseSettings):
             try:
                 self.api_key = SecretStr(self.api_key_file.read_text(encoding="utf-8").strip())
             except OSError as error:
-                raise ValueError(f"CEKURA_API_KEY_FILE {self.api_key_file}: {error.strerror}") from None
+                raise ValueError(f"CEKURA_API_KEY_FILE {str(self.api_key_file)!r}: {error.strerror}") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"CEKURA_API_KEY_FILE {str(self.api_key_file)!r}: not UTF-8 text") from None
         return self
 
     @property
@@ -54,11 +107,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _token_when_exposed(self) -> Settings:
-        try:
-            host, _ = self.http_host_port
-        except ValueError:
-            raise ValueError(f"SCHEDULER_HTTP_ADDR {self.http_addr!r}: use host:port, e.g. 127.0.0.1:8787") from None
-        if host not in ("127.0.0.1", "localhost", "::1") and self.http_token is None:
+        host, _ = self.http_host_port
+        if host not in _LOOPBACK and self.http_token is None:
             raise ValueError(
                 f"SCHEDULER_HTTP_ADDR {self.http_addr} listens beyond this machine: set SCHEDULER_HTTP_TOKEN too"
             )
@@ -67,9 +117,7 @@ class Settings(BaseSettings):
     @property
     def database_url_for_humans(self) -> str:
         """The database URL with its password hidden, for log lines and status output."""
-        from sqlalchemy.engine import make_url  # here: `check` loads settings and must start fast
-
-        return make_url(self.database_url).render_as_string(hide_password=True)
+        return hide_password(self.database_url)
 
     def require_api_key(self) -> SecretStr:
         """The API key, or a SettingsError that tells the user how to provide it."""
@@ -81,10 +129,105 @@ class Settings(BaseSettings):
         return self.api_key
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings; a bad value becomes a SettingsError naming the variable."""
+def hide_password(url: str) -> str:
+    """A database URL with its password replaced by ``***``, even when it does not parse."""
+    from sqlalchemy.engine import make_url  # here: `check` loads settings and must start fast
+    from sqlalchemy.exc import ArgumentError
+
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _PASSWORD_IN_URL.sub(r"\1***@", url)
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a SQLAlchemy database URL, as far as can be told without connecting; None if nothing.
+
+    Imports SQLAlchemy (and the URL's driver), so it is kept out of the settings model: `check` must start fast.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"not a database URL ({_DATABASE_EXAMPLES})"
+    except ValueError:  # SQLAlchemy reads the port with int()
+        return f"its port is not a number ({_DATABASE_EXAMPLES})"
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        return f"{backend!r} is not supported: use SQLite or PostgreSQL ({_DATABASE_EXAMPLES})"
+    try:
+        dialect = parsed.get_dialect()
+    except ArgumentError:  # NoSuchModuleError: no such driver for this backend
+        return f"no driver {parsed.get_driver_name()!r} for {backend} ({_DATABASE_EXAMPLES})"
+    suggestion = "sqlite:///path.db" if backend == "sqlite" else "postgresql+psycopg://"
+    if dialect.is_async:
+        return f"{parsed.drivername} is an asyncio driver; the scheduler needs a synchronous one: use {suggestion}"
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        install = " (pip install 'cekura-scheduler[postgres]')" if backend == "postgresql" else ""
+        return (
+            f"the {backend} driver {dialect.driver!r} is not installed (no module {error.name or '?'!r}): "
+            f"use {suggestion}{install}"
+        )
+    if backend == "postgresql":
+        if not parsed.host and not parsed.database and "host" not in parsed.query:
+            return "names neither a host nor a database, e.g. postgresql+psycopg://user:password@host/db"
+        return None
+    return _sqlite_file_problem(parsed.database, uri=str(parsed.query.get("uri", "")).lower() in ("true", "1"))
+
+
+def _sqlite_file_problem(database: str | None, *, uri: bool) -> str | None:
+    """Whether the SQLite file can be there: its folder is made at start, so only a file in the way stops it."""
+    if not database or database == ":memory:" or uri:
+        return None
+    path = Path(database).expanduser()
+    try:
+        if path.is_dir():
+            return f"{path} is a folder, not a database file"
+        for folder in path.parents:
+            if folder.exists():
+                return None if folder.is_dir() else f"{folder} is a file, so {path} cannot be created under it"
+    except OSError:  # e.g. no permission to look: connecting will say what is wrong
+        return None
+    return None
+
+
+def _variables() -> dict[str, tuple[str, str]]:
+    """Each setting's field name and environment variable, by either: what pydantic puts in an error's place."""
+    names: dict[str, tuple[str, str]] = {}
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        variable = str(alias.choices[0]) if isinstance(alias, AliasChoices) else field.upper()
+        names[field] = names[variable] = (field, variable)
+    return names
+
+
+def _describe(item: Any) -> str:
+    """One problem of a ValidationError, naming the environment variable (never a secret's value)."""
+    message = str(item["ctx"]["error"]) if item["type"] == "value_error" else str(item["msg"])
+    named = _variables().get(str(item["loc"][0])) if item["loc"] else None
+    if named is None:
+        return message  # a check of several settings: its message names them
+    field, variable = named
+    if item["type"] == "value_error":
+        return f"{variable} {message}"
+    if field in _SECRETS:
+        return f"{variable}: {message}"
+    return f"{variable} {item['input']!r}: {message}"
+
+
+def load_settings(*, check_database: bool = True, **overrides: object) -> Settings:
+    """Read the settings; a bad value becomes a one-line SettingsError naming its variable.
+
+    ``check_database`` also checks SCHEDULER_DATABASE_URL, which imports SQLAlchemy: the health probe skips it.
+    """
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())
-        raise SettingsError(f"invalid settings: {problems}") from None
+        raise SettingsError("; ".join(_describe(item) for item in error.errors())) from None
+    if check_database and (problem := database_url_problem(settings.database_url)):
+        raise SettingsError(f"SCHEDULER_DATABASE_URL {settings.database_url_for_humans}: {problem}")
+    return settings

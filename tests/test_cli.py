@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from scheduler.cli import main
 from scheduler.simulator import Simulator
+from scheduler.web import WebServer
 from tests.conftest import API_KEY, wait_until
 
 JOBS = """
@@ -164,7 +175,7 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
 
 
 def test_every_command_explains_itself() -> None:
-    env = dict(os.environ)
+    runner = CliRunner()
     for command in (
         "run",
         "validate",
@@ -177,9 +188,11 @@ def test_every_command_explains_itself() -> None:
         "db",
         "alerts",
         "silence",
+        "pause",
+        "resume",
     ):
-        result = cli(command, "--help", env=env)
-        assert result.returncode == 0 and "Usage:" in result.stdout, command
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.stdout, command
 
 
 def test_demo_shows_fires_a_failure_alert_and_a_recovery(tmp_path: Path) -> None:
@@ -198,3 +211,144 @@ def test_demo_shows_fires_a_failure_alert_and_a_recovery(tmp_path: Path) -> None
     assert "ALERT [cekura-scheduler] RECOVERED checkout-flow" in result.stderr
     assert "What the demo recorded" in result.stdout and "passed" in result.stdout
     assert list(tmp_path.iterdir()) == []  # the demo leaves nothing behind in the working folder
+
+
+def fire_ids(database: Path, job: str, *, skip_reason: str | None = None, outcome: str | None = None) -> list[int]:
+    query = "SELECT id FROM fires WHERE job = ? AND (skip_reason = ? OR outcome = ?) ORDER BY id"
+    try:
+        with sqlite3.connect(database) as connection:
+            return [row[0] for row in connection.execute(query, (job, skip_reason, outcome))]
+    except sqlite3.OperationalError:  # the daemon is still creating the schema
+        return []
+
+
+@contextmanager
+def running_daemon(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``cekura-scheduler run``; stopped with SIGTERM, and it must stop cleanly."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scheduler", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=40)
+    assert process.returncode == 0, stderr
+
+
+def test_pause_from_the_command_line_stops_the_running_daemon_until_resume(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    env = environment(tmp_path, simulator)
+    database = tmp_path / "s.db"
+    with running_daemon(env):
+        wait_until(lambda: len(fire_ids(database, "smoke", outcome="passed")) >= 1, timeout=30)
+        paused = cli("pause", "smoke", "--reason", "agent redeploy", "--by", "ana", env=env)
+        assert paused.returncode == 0, paused.stderr
+        assert paused.stdout.strip() == "smoke: paused until resume (by ana: agent redeploy)"
+
+        wait_until(lambda: len(fire_ids(database, "smoke", skip_reason="paused")) >= 1, timeout=10)
+        sent = len(simulator.submissions)
+        wait_until(lambda: len(fire_ids(database, "smoke", skip_reason="paused")) >= 3, timeout=10)
+        assert len(simulator.submissions) == sent  # a paused job costs nothing
+        table = cli("jobs", env=env).stdout
+        assert "paused (by ana: agent redeploy)" in next(line for line in table.splitlines() if "smoke" in line)
+        listed = {job["name"]: job for job in json.loads(cli("jobs", "--format", "json", env=env).stdout)["jobs"]}
+        assert listed["smoke"]["paused"] is True and listed["nightly"]["paused"] is False
+        assert listed["smoke"]["pause"]["by"] == "ana" and listed["smoke"]["pause"]["until"] is None
+
+        resumed = cli("resume", "smoke", env=env)
+        assert resumed.returncode == 0 and resumed.stdout.strip() == "smoke: resumed"
+        last_paused = fire_ids(database, "smoke", skip_reason="paused")[-1]
+        wait_until(lambda: fire_ids(database, "smoke", outcome="passed")[-1] > last_paused, timeout=15)
+
+    again = cli("resume", "smoke", env=env)
+    assert again.returncode == 0 and again.stdout.strip() == "smoke: was not paused"
+
+
+def test_jobs_shows_who_paused_or_silenced_a_job_why_and_until_when(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    assert cli("pause", "nightly", "--for", "2h", "--reason", "agent redeploy", "--by", "ana", env=env).returncode == 0
+    assert cli("silence", "smoke", "--for", "30m", "--reason", "flaky line", "--by", "bob", env=env).returncode == 0
+
+    listed = {job["name"]: job for job in json.loads(cli("jobs", "--format", "json", env=env).stdout)["jobs"]}
+    pause, silence = listed["nightly"]["pause"], listed["smoke"]["silence"]
+    assert listed["nightly"]["paused"] is True and listed["nightly"]["silenced"] is False
+    assert listed["smoke"]["silenced"] is True and listed["smoke"]["paused"] is False
+    assert (pause["by"], pause["reason"], silence["by"], silence["reason"]) == (
+        "ana",
+        "agent redeploy",
+        "bob",
+        "flaky line",
+    )
+    since, until = datetime.fromisoformat(pause["since"]), datetime.fromisoformat(pause["until"])
+    assert (until - since).total_seconds() == 2 * 3600
+
+    def shown(instant: str) -> str:  # today's times as HH:MM, others with their date
+        moment = datetime.fromisoformat(instant)
+        return f"{moment:%H:%M} UTC" if moment.date() == since.date() else f"{moment:%Y-%m-%d %H:%M} UTC"
+
+    rows = {line.split()[0]: line for line in cli("jobs", env=env).stdout.splitlines()[1:] if line.strip()}
+    assert f" paused (by ana until {shown(pause['until'])}: agent redeploy) " in rows["nightly"]
+    assert f" enabled, silenced (by bob until {shown(silence['until'])}: flaky line) " in rows["smoke"]
+
+    assert cli("resume", "nightly", env=env).stdout.strip() == "nightly: resumed"
+    assert cli("silence", "smoke", "--end", env=env).stdout.strip() == "smoke: 1 silence ended"
+    listed = {job["name"]: job for job in json.loads(cli("jobs", "--format", "json", env=env).stdout)["jobs"]}
+    assert [(job["pause"], job["silence"]) for job in listed.values()] == [(None, None), (None, None)]
+
+
+def test_pause_and_resume_refuse_what_they_cannot_record(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    for args, says in (
+        (("pause", "nope", "--reason", "x"), "Error: no job named 'nope' in"),
+        (("resume", "nope"), "Error: no job named 'nope' in"),
+        (("pause", "smoke", "--for", "soon", "--reason", "x"), "Error: --for: invalid duration 'soon'"),
+        (("pause", "smoke", "--reason", " "), "Error: --reason: say why the job is paused"),
+    ):
+        result = cli(*args, env=env)
+        assert result.returncode == 1 and result.stderr.startswith(says), (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    missing = cli("pause", "smoke", env=env)
+    assert missing.returncode == 2 and "Missing option '--reason'" in missing.stderr
+    listed = json.loads(cli("jobs", "--format", "json", env=env).stdout)["jobs"]
+    assert not any(job["paused"] for job in listed)  # nothing was recorded
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+_WEB_TAKES_TRUST = "trust_forwarded" in inspect.signature(WebServer).parameters
+
+
+@pytest.mark.parametrize(
+    "trusted",
+    [
+        pytest.param(False, marks=pytest.mark.skipif(not _WEB_TAKES_TRUST, reason="WebServer has no trust_forwarded")),
+        True,
+    ],
+)
+def test_forwarded_headers_count_only_when_the_setting_says_a_proxy_is_in_front(
+    tmp_path: Path, simulator: Simulator, trusted: bool
+) -> None:
+    port = free_port()
+    env = environment(tmp_path, simulator, SCHEDULER_HTTP_ADDR=f"127.0.0.1:{port}", SCHEDULER_HTTP_TOKEN="t" * 32)
+    if trusted:
+        env["SCHEDULER_HTTP_TRUST_FORWARDED"] = "true"
+    with running_daemon(env):
+        wait_until(lambda: cli("check", env=env).returncode == 0, timeout=30)
+        # What a browser sends through a reverse proxy at https://scheduler.example.com to 127.0.0.1.
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/api/jobs/nightly/resume",
+            headers={
+                "Authorization": f"Bearer {'t' * 32}",
+                "Origin": "https://scheduler.example.com",
+                "X-Forwarded-Host": "scheduler.example.com",
+                "X-Forwarded-Proto": "https",
+            },
+            timeout=10,
+        )
+    assert answer.status_code == (200 if trusted else 403), answer.text

@@ -7,6 +7,7 @@ deploy tools do it, and the simulator's log shows exactly which submissions arri
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sqlite3
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from scheduler.config import ConfigSource
@@ -180,6 +182,35 @@ def test_an_invalid_edit_keeps_the_old_jobs_running_and_alerts_once_until_repair
         "[cekura-scheduler] config file invalid",
         "[cekura-scheduler] RESOLVED: config file invalid",
     ]
+
+
+def test_a_version_that_removes_every_job_is_applied_but_warned_and_announced(
+    tmp_path: Path,
+    simulator: Simulator,
+    alert_inbox: AlertInbox,
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def empty(path: Path) -> None:
+        path.write_text("")  # e.g. a deploy that truncated the file
+
+    store, _ = run_with_edits(
+        tmp_path,
+        job("a"),
+        [(1.5, empty)],
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        duration=4.0,
+    )
+
+    [change] = config_changes(store)
+    assert change.valid and change.summary.startswith("removed: a;")
+    assert all(slot <= change.at for slot in slots_of(simulator, "a"))
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "every job removed" in r.getMessage()]
+    assert warned, "removing every job must not pass at INFO level"
+    # Told on the daemon channels of the version it replaced: the empty file has none.
+    assert "[cekura-scheduler] every job removed" in alert_inbox.titles()
 
 
 def test_jobs_command_says_the_file_is_invalid(tmp_path: Path) -> None:

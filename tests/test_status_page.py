@@ -1,9 +1,9 @@
 """The status page in a real browser: Debian's headless Chromium, driven by Selenium through Debian's chromedriver.
 
 The daemon is the real ``cekura-scheduler run`` process, with a token, against the simulator. The browser signs
-in, reads the jobs table, presses run-now and sees the new fire, sees the banner of an invalid jobs.toml, and
-checks that the page fits a phone's width. A screenshot is left in the test's tmp_path (docs/status-page.png is
-a copy of one).
+in, reads the jobs table, presses run-now and sees the new fire, presses pause and sees who paused, sees a silence
+set from the command line, sees the banner of an invalid jobs.toml, and checks that the page fits a phone's width.
+A screenshot is left in the test's tmp_path (docs/status-page.png is a copy of one).
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def daemon_url(tmp_path: Path, simulator: Simulator) -> Iterator[str]:
-    """``cekura-scheduler run`` with its HTTP server on a free local port and a token."""
+def daemon(tmp_path: Path, simulator: Simulator) -> Iterator[tuple[str, dict[str, str]]]:
+    """``cekura-scheduler run`` with its HTTP server on a free local port and a token: its URL and environment."""
     simulator.config.behaviours = {203: ["pass", "pass", "fail", "pass", "fail", "fail", "pass"]}
     (tmp_path / "jobs.toml").write_text(JOBS)
     port = free_port()
@@ -107,7 +107,7 @@ def daemon_url(tmp_path: Path, simulator: Simulator) -> Iterator[str]:
     )
     try:
         _wait(lambda: cli("check", env=env).returncode == 0, "the daemon to answer /healthz", within=30)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", env
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=40)
@@ -141,10 +141,11 @@ def _marks(driver: Any, job: str) -> list[tuple[str, str]]:
         return _marks(driver, job)
 
 
-def test_the_status_page_in_a_browser(browser: Any, daemon_url: str, tmp_path: Path) -> None:
+def test_the_status_page_in_a_browser(browser: Any, daemon: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser
+    daemon_url, env = daemon
     driver.get(daemon_url + "/")
     assert "sign in" in driver.title
     driver.find_element(By.NAME, "token").send_keys(TOKEN)
@@ -178,6 +179,20 @@ def test_the_status_page_in_a_browser(browser: Any, daemon_url: str, tmp_path: P
         return _marks(driver, "nightly") == [(fire_id, "m passed")]
 
     _wait(nightly_passed, "the manual fire's outcome")
+
+    # Pause and silence: who, until when and why, on the row of the job.
+    _row(driver, "nightly").find_element(By.CSS_SELECTOR, 'button[data-action="pause"]').click()
+    _wait(lambda: "done=paused" in driver.current_url, "the page after pause")
+    held = _row(driver, "nightly").find_element(By.CSS_SELECTOR, '[data-hold="pause"]')
+    assert held.is_displayed() and held.text == "paused by status page (127.0.0.1) until resumed: paused over HTTP"
+    assert _row(driver, "nightly").find_elements(By.CSS_SELECTOR, 'button[data-action="resume"]')
+    silenced = cli("silence", "checkout-flow", "--for", "2h", "--reason", "known outage", "--by", "ops", env=env)
+    assert silenced.returncode == 0, silenced.stderr
+    driver.get(daemon_url + "/")
+    held = _row(driver, "checkout-flow").find_element(By.CSS_SELECTOR, '[data-hold="silence"]')
+    assert held.is_displayed() and held.text.startswith("alerts silenced by ops until 20")
+    assert held.text.endswith((" CET: known outage", " CEST: known outage"))  # in the job's zone, Europe/Paris
+    assert not _row(driver, "smoke").find_elements(By.CSS_SELECTOR, "[data-hold]")
     driver.save_screenshot(str(tmp_path / "status-page.png"))
     assert (tmp_path / "status-page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -8,11 +8,14 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +25,7 @@ from scheduler.daemon import Daemon
 from scheduler.errors import ConfigIssue, SchedulerError
 from scheduler.simulator import Simulator
 from scheduler.store import Store, create_db_engine
+from scheduler.supervision import Supervisor
 from scheduler.web import WebServer
 from tests.conftest import API_KEY, AlertInbox, make_daemon, prepare, wait_until
 
@@ -50,24 +54,25 @@ async def serving(
     *,
     token: str | None = None,
     running: bool = True,
+    **web_options: Any,
 ) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
     """A daemon (running, or only constructed) with its HTTP server on 127.0.0.1, and a client for it."""
     config, store = prepare(tmp_path, JOBS, inbox=inbox, database_url=database_url)
     async with httpx.AsyncClient(timeout=5.0) as cekura_http:
         daemon = make_daemon(config, store, cekura_http, simulator)
-        async with serving_daemon(daemon, token=token, running=running) as client:
+        async with serving_daemon(daemon, token=token, running=running, **web_options) as client:
             yield daemon, client
 
 
 @contextlib.asynccontextmanager
 async def serving_daemon(
-    daemon: Daemon, *, token: str | None = None, running: bool = True
+    daemon: Daemon, *, token: str | None = None, running: bool = True, **web_options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop)) if running else None
     try:
         async with (
-            WebServer(daemon=daemon, port=0, token=SecretStr(token) if token else None) as web,
+            WebServer(daemon=daemon, port=0, token=SecretStr(token) if token else None, **web_options) as web,
             httpx.AsyncClient(base_url=web.url, timeout=15.0) as client,
         ):
             yield client
@@ -86,13 +91,43 @@ async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 2
         await asyncio.sleep(0.1)
 
 
+async def alive(client: httpx.AsyncClient) -> None:
+    """Until the daemon's loops have all started (it checks the API key and catches up first)."""
+
+    async def healthy() -> bool:
+        return (await client.get("/healthz")).status_code == 200
+
+    await eventually(healthy)
+
+
+class Clock:
+    """A clock the test moves by hand (``now()`` as the daemon's, ``()`` as the web server's)."""
+
+    def __init__(self) -> None:
+        self.at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
 def test_health_readiness_and_metrics_of_a_running_daemon(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
     async def scenario() -> None:
         async with serving(tmp_path, simulator, alert_inbox, sqlite_url) as (_, client):
+            await alive(client)
             health = await client.get("/healthz")
-            assert health.status_code == 200 and health.json()["status"] == "ok"
+            assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+            loops = {loop["name"]: loop for loop in health.json()["loops"]}
+            assert {"timer", "sweep", "heartbeat", "outbox", "prune", "key-check"} <= set(loops)
+            assert all(loop["ok"] for loop in loops.values()) and health.json()["stale"] == []
+            assert loops["timer"]["last_tick"] is not None
             ready = await client.get("/readyz")
             assert ready.status_code == 200 and ready.json() == {"ready": True, "database": "ok", "config": "ok"}
             metrics = await client.get("/metrics")
@@ -102,18 +137,143 @@ def test_health_readiness_and_metrics_of_a_running_daemon(
     asyncio.run(scenario())
 
 
-def test_healthz_is_503_until_the_timer_turns_and_when_it_stalls(
+SECRET = "s3cr3t-from-env-0xBEEF"
+
+
+def masking(text: str) -> str:
+    """What Daemon.redact does with a secret it knows."""
+    return text.replace(SECRET, "***")
+
+
+def test_healthz_names_a_loop_that_fails_and_is_503_until_it_turns_again(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
+    """A loop that raises once: /healthz, ``check`` and the page name it, with its error redacted, until it recovers."""
+    clock = Clock()
+    restart = asyncio.Event()
+    attempts: list[int] = []
+
+    async def pause_before_restarting(_seconds: float) -> None:
+        await restart.wait()
+
+    async def timer(tick: Callable[[], None]) -> None:
+        tick()
+        await asyncio.Event().wait()
+
+    async def sweep(tick: Callable[[], None]) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError(f"cannot reach https://hooks.example/{SECRET}")
+        tick()
+        await asyncio.Event().wait()
+
     async def scenario() -> None:
-        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, running=False) as (daemon, client):
+        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, token=TOKEN, running=False) as (
+            daemon,
+            client,
+        ):
+            daemon.clock = clock
+            daemon.redact = masking  # type: ignore[method-assign]
+            supervisor = daemon.supervisor = Supervisor(clock=clock.now, sleep=pause_before_restarting)
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
             answer = await client.get("/healthz")
             assert answer.status_code == 503 and answer.json()["status"] == "not started"
-            daemon.ticked_at = datetime.now(UTC) - timedelta(seconds=31)
-            answer = await client.get("/healthz")
-            assert answer.status_code == 503 and answer.json()["status"] == "stalled"
-            daemon.ticked_at = datetime.now(UTC)
-            assert (await client.get("/healthz")).status_code == 200
+
+            tasks = [
+                supervisor.start("timer", timer, stale_after=timedelta(seconds=30)),
+                supervisor.start("sweep", sweep, stale_after=timedelta(seconds=90)),
+            ]
+            try:
+                await until(lambda: supervisor.stale() == ["sweep"])
+                answer = await client.get("/healthz", headers=bearer)
+                assert answer.status_code == 503, answer.text
+                health = answer.json()
+                assert health["status"] == "stale" and health["stale"] == ["sweep"]
+                loops = {loop["name"]: loop for loop in health["loops"]}
+                assert loops["timer"]["ok"] is True and loops["sweep"]["ok"] is False
+                assert loops["sweep"]["failures"] == 1
+                assert loops["sweep"]["last_error"] == "RuntimeError: cannot reach https://hooks.example/***"
+                # Open to anyone, but the errors are for those with the token.
+                anonymous = (await client.get("/healthz")).json()
+                assert anonymous["stale"] == ["sweep"] and "hooks.example" not in json.dumps(anonymous)
+
+                port = str(client.base_url.port)
+                env = _cli_env(SCHEDULER_HTTP_ADDR=f"127.0.0.1:{port}", SCHEDULER_HTTP_TOKEN=TOKEN)
+                checked = await asyncio.to_thread(cli, "check", env=env)
+                assert checked.returncode == 1
+                assert "background task down or stale: sweep (failed 1 time: RuntimeError: cannot reach" in (
+                    checked.stderr
+                )
+                assert SECRET not in checked.stderr
+
+                page = (await client.get("/", headers=bearer)).text
+                banner = page.split('id="loops-down"')[1].split("</div>")[0]
+                assert "<b>sweep</b> down, restarting (1 failure in a row)" in banner and "hooks.example/***" in banner
+                assert SECRET not in page
+
+                restart.set()
+                await until(lambda: supervisor.stale() == [])
+                answer = await client.get("/healthz")
+                assert answer.status_code == 200 and answer.json()["status"] == "ok"
+                assert 'id="loops-down"' not in (await client.get("/", headers=bearer)).text
+                assert (await asyncio.to_thread(cli, "check", env=env)).returncode == 0
+
+                clock.advance(31)  # the timer has not turned for longer than its 30 s
+                answer = await client.get("/healthz")
+                assert answer.status_code == 503 and answer.json()["stale"] == ["timer"]
+                checked = await asyncio.to_thread(cli, "check", env=env)
+                assert "down or stale: timer (last turned at 2026-03-02T09:00:00Z)" in checked.stderr
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Let the event loop run until a condition of this process holds."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - the supervisor has no event to wait on
+            await asyncio.sleep(0.01)
+
+
+def test_readyz_answers_503_within_a_second_while_sqlite_is_locked(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    """Another process holds the file's lock (longer than SQLite's 30 s busy timeout): 503 at once, not a hang.
+
+    The lock is taken in exclusive locking mode: in WAL mode a plain ``BEGIN EXCLUSIVE`` blocks writers only, and
+    the readiness query reads.
+    """
+    path = sqlite_url.removeprefix("sqlite:///")
+
+    async def scenario() -> None:
+        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, running=False) as (daemon, client):
+            assert (await client.get("/readyz")).status_code == 200
+            daemon.store.engine.dispose()  # an open connection would keep the lock from being taken
+            locker = sqlite3.connect(path, isolation_level=None, timeout=5)
+            try:
+                locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+                locker.execute("BEGIN EXCLUSIVE")
+                for _ in range(3):  # the later probes wait on the first query rather than start more
+                    began = time.monotonic()
+                    ready = await client.get("/readyz")
+                    assert time.monotonic() - began < 2.0
+                    assert ready.status_code == 503
+                    assert ready.json() == {
+                        "ready": False,
+                        "database": "database did not answer within 1s",
+                        "config": "ok",
+                    }
+                assert (await client.get("/healthz")).json()["status"] == "not started"  # no database asked
+            finally:
+                locker.close()
+
+            async def ready_again() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready_again, within=10)
 
     asyncio.run(scenario())
 
@@ -264,12 +424,15 @@ def test_the_token_guards_everything_but_healthz(
         async with serving(tmp_path, simulator, alert_inbox, sqlite_url, token=TOKEN) as (daemon, client):
             reads = ["/", "/readyz", "/metrics", "/api/jobs", "/api/jobs/nightly/fires", "/api/fires/1"]
             actions = ["/api/jobs/nightly/trigger", "/api/jobs/nightly/pause", "/api/jobs/nightly/resume"]
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            for headers in ({}, {"Authorization": TOKEN}):  # no token, or not as a bearer: not counted as sign-ins
                 for path in reads:
                     assert (await client.get(path, headers=headers)).status_code == 401, (path, headers)
                 for path in actions:
                     assert (await client.post(path, headers=headers)).status_code == 401, (path, headers)
-            assert (await client.get("/healthz")).status_code == 200
+            wrong = {"Authorization": "Bearer wrong"}
+            assert (await client.get(reads[3], headers=wrong)).status_code == 401
+            assert (await client.post(actions[0], headers=wrong)).status_code == 401
+            await alive(client)
             assert await asyncio.to_thread(daemon.store.recent_fires, job="nightly") == []
             assert await asyncio.to_thread(daemon.store.active_holds, at=datetime.now(UTC)) == []
 
@@ -308,6 +471,7 @@ def test_without_a_token_it_answers_local_names_and_same_origin_posts_only(
             refused = await client.post("/api/jobs/nightly/trigger", headers={"Origin": "http://evil.test"})
             assert refused.status_code == 403
             assert await asyncio.to_thread(daemon.store.recent_fires, job="nightly") == []
+            await alive(client)
             assert (await client.get("/healthz", headers={"Host": "evil.test"})).status_code == 200
             assert (await client.get("/api/jobs", headers={"Host": "localhost:8787"})).status_code == 200
 
@@ -350,6 +514,226 @@ def test_the_status_page_shows_outcomes_incidents_and_buttons(
     asyncio.run(scenario())
 
 
+def test_pauses_and_silences_show_who_why_since_and_until(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, running=False) as (daemon, client):
+            now = datetime.now(UTC)
+            until = (now + timedelta(days=2)).replace(microsecond=0)
+            answer = await client.post(
+                "/api/jobs/nightly/pause",
+                json={"by": "alice", "reason": "<b>agent redeploy</b>", "until": until.isoformat()},
+            )
+            assert answer.status_code == 200, answer.text
+            store = daemon.store
+            for hours in (1, None):  # of two silences, the one that lasts longer is shown
+                ends = now + timedelta(hours=hours) if hours else None
+                await asyncio.to_thread(
+                    store.add_hold, job="nightly", kind="silence", at=now, until=ends, created_by="bob", reason="outage"
+                )
+            await asyncio.to_thread(
+                store.add_hold, job="smoke", kind="silence", at=now, until=until, created_by="carol", reason=""
+            )
+
+            jobs = {job["name"]: job for job in (await client.get("/api/jobs")).json()["jobs"]}
+            nightly, smoke = jobs["nightly"], jobs["smoke"]
+            assert nightly["paused"] is True and nightly["silenced"] is True
+            assert nightly["pause"] == {
+                "by": "alice (127.0.0.1)",
+                "reason": "<b>agent redeploy</b>",
+                "since": nightly["pause"]["since"],
+                "until": until.isoformat(),
+            }
+            assert abs(datetime.fromisoformat(nightly["pause"]["since"]) - now) < timedelta(seconds=5)
+            assert nightly["silence"] == {"by": "bob", "reason": "outage", "since": now.isoformat(), "until": None}
+            assert smoke["paused"] is False and smoke["pause"] is None
+            assert smoke["silenced"] is True and smoke["silence"]["until"] == until.isoformat()
+
+            page = (await client.get("/")).text
+            row = page.split('data-job="nightly"')[1].split("</tr>")[0]
+            local = f"{until.astimezone(daemon.config.jobs['nightly'].timezone):%Y-%m-%d %H:%M:%S %Z}"
+            assert (
+                f'data-hold="pause" title="since {now.astimezone(daemon.config.jobs["nightly"].timezone):%Y-%m-%d}'
+            ) in row
+            assert f"paused by alice (127.0.0.1) until {local}: &lt;b&gt;agent redeploy&lt;/b&gt;</div>" in row
+            assert "alerts silenced by bob until further notice: outage</div>" in row
+            assert 'data-action="resume"' in row and 'data-action="pause"' not in row and "<b>agent" not in row
+            row = page.split('data-job="smoke"')[1].split("</tr>")[0]
+            assert f"alerts silenced by carol until {until:%Y-%m-%d %H:%M:%S} UTC</div>" in row
+            assert 'data-hold="pause"' not in row and 'data-action="pause"' in row  # silenced, still firing
+
+            await asyncio.to_thread(store.end_holds, job="nightly", kind="silence", at=datetime.now(UTC))
+            jobs = {job["name"]: job for job in (await client.get("/api/jobs")).json()["jobs"]}
+            assert jobs["nightly"]["silenced"] is False and jobs["nightly"]["silence"] is None
+            assert "alerts silenced by bob" not in (await client.get("/")).text
+
+    asyncio.run(scenario())
+
+
+def test_secrets_in_errors_are_redacted_on_every_page_and_answer(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    """Fire errors, config problems, incidents and database errors reach the web through Daemon.redact."""
+
+    async def scenario() -> None:
+        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, running=False) as (daemon, client):
+            daemon.redact = masking  # type: ignore[method-assign]
+            store, now = daemon.store, datetime.now(UTC)
+            fire = await asyncio.to_thread(
+                store.claim,
+                job="smoke",
+                slot=now,
+                trigger="schedule",
+                fired_at=now,
+                submission_name="smoke-1",
+                endpoint="run_scenarios",
+                runs_requested=1,
+            )
+            assert fire is not None
+            await asyncio.to_thread(
+                store.skip_claimed, fire.id, reason="lost", at=now, error=f"Cekura said: bad header {SECRET}"
+            )
+            daemon.config_errors = [
+                ConfigIssue(path="jobs.toml", line=9, column=8, job="smoke", message=f"invalid duration {SECRET!r}")
+            ]
+            incident = {"scope": "job", "subject": "smoke", "detail": f"alert to slack://{SECRET}@x failed"}
+            daemon.open_incidents = lambda: [incident]  # type: ignore[method-assign]
+
+            answers = {
+                path: await client.get(path)
+                for path in ("/", "/api/jobs", "/api/jobs/smoke/fires", f"/api/fires/{fire.id}", "/readyz")
+            }
+            for path, answer in answers.items():
+                assert SECRET not in answer.text, path
+            assert answers[f"/api/fires/{fire.id}"].json()["error"] == "Cekura said: bad header ***"
+            assert answers["/readyz"].json()["errors"][0]["message"] == "invalid duration '***'"
+            smoke = next(job for job in answers["/api/jobs"].json()["jobs"] if job["name"] == "smoke")
+            assert smoke["open_incident"]["detail"] == "alert to slack://***@x failed"
+            assert smoke["last_fire"]["error"] == "Cekura said: bad header ***"
+            page = answers["/"].text
+            assert "invalid duration &#x27;***&#x27;" in page and "bad header ***" in page and "slack://***@x" in page
+
+        # The database's own error, when it cannot be reached, goes through it too.
+        config, _ = prepare(tmp_path, JOBS, inbox=alert_inbox, database_url=sqlite_url)
+        engine = create_db_engine(f"postgresql+psycopg://{SECRET}@127.0.0.1:1/nothing?connect_timeout=2")
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as cekura_http:
+                daemon = make_daemon(config, Store(engine=engine), cekura_http, simulator)
+                daemon.redact = masking  # type: ignore[method-assign]
+                async with serving_daemon(daemon, running=False) as client:
+                    for path in ("/", "/api/jobs", "/readyz", "/api/jobs/smoke/fires"):
+                        assert SECRET not in (await client.get(path)).text, path
+        finally:
+            engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_sign_in_is_limited_to_five_failures_a_minute_per_address(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, token=TOKEN, running=False, clock=clock) as (
+            _,
+            client,
+        ):
+            for _ in range(5):
+                assert (await client.post("/login", data={"token": "guess"})).status_code == 401
+            refused = await client.post("/login", data={"token": "guess"})
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+            assert "too many failed sign-ins from this address: try again in 60s" in refused.text
+            # Over the limit, not even the right token is checked: guessing gets no answer.
+            assert (await client.post("/login", data={"token": TOKEN})).status_code == 429
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            assert (await client.get("/api/jobs", headers=bearer)).status_code == 429
+            # Without a proxy trusted, a forged X-Forwarded-For is no way out.
+            forged = {"X-Forwarded-For": "198.51.100.1"}
+            assert (await client.post("/login", data={"token": TOKEN}, headers=forged)).status_code == 429
+            # Asking without a token is not signing in: it is neither counted nor refused.
+            assert (await client.get("/api/jobs")).status_code == 401
+            assert (await client.get("/")).status_code == 401
+
+            clock.advance(45)
+            assert (await client.get("/api/jobs", headers=bearer)).headers["retry-after"] == "15"
+            clock.advance(16)  # the first failure is now more than a minute old
+            for _ in range(4):
+                assert (await client.post("/login", data={"token": "guess"})).status_code == 401
+            assert (await client.post("/login", data={"token": TOKEN})).status_code == 303
+            client.cookies.clear()
+            for _ in range(5):  # a successful sign-in forgets the failures
+                assert (await client.post("/login", data={"token": "guess"})).status_code == 401
+            assert (await client.post("/login", data={"token": "guess"})).status_code == 429
+
+            # A wrong bearer token counts the same, and the API answers in JSON.
+            clock.advance(61)
+            for _ in range(5):
+                assert (await client.get("/api/jobs", headers={"Authorization": "Bearer guess"})).status_code == 401
+            limited = await client.get("/api/jobs", headers=bearer)
+            assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
+            assert limited.json() == {"error": "too many failed sign-ins from this address: try again in 60s"}
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["no-proxy", "behind-a-proxy"])
+def test_forwarded_headers_count_only_behind_a_trusted_proxy(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str, trusted: bool
+) -> None:
+    clock = Clock()
+    proxy = {
+        "X-Forwarded-For": "10.0.0.9, 203.0.113.7",  # the client may write what it likes before the proxy's entry
+        "X-Forwarded-Host": "sched.example.com",
+        "X-Forwarded-Proto": "https",
+    }
+
+    async def scenario() -> None:
+        async with serving(
+            tmp_path,
+            simulator,
+            alert_inbox,
+            sqlite_url,
+            token=TOKEN,
+            running=False,
+            clock=clock,
+            trust_forwarded=trusted,
+        ) as (daemon, client):
+            # The session cookie is Secure when the browser reached the proxy over HTTPS.
+            signed_in = await client.post("/login", data={"token": TOKEN}, headers=proxy)
+            assert signed_in.status_code == 303
+            assert ("Secure" in signed_in.headers["set-cookie"]) is trusted
+
+            # A page of the proxy's origin may press the buttons (a Secure cookie is not sent to http://: a bearer).
+            client.cookies.clear()
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            pressed = await client.post(
+                "/api/jobs/nightly/pause",
+                data={"by": "dana"},
+                headers={**proxy, **bearer, "Origin": "https://sched.example.com"},
+            )
+            assert pressed.status_code == (303 if trusted else 403)
+            holds = await asyncio.to_thread(daemon.store.active_holds, at=datetime.now(UTC))
+            assert [hold.created_by for hold in holds] == (["dana (203.0.113.7)"] if trusted else [])
+            other_origin = {**proxy, **bearer, "Origin": "https://evil.example.com"}
+            assert (await client.post("/api/jobs/smoke/pause", data={}, headers=other_origin)).status_code == 403
+
+            # The limit counts per client address: the one the proxy saw, or else the peer's.
+            for _ in range(5):
+                assert (await client.post("/login", data={"token": "guess"}, headers=proxy)).status_code == 401
+            prefixed = {"X-Forwarded-For": "10.9.9.9, 203.0.113.7"}
+            assert (await client.post("/login", data={"token": "guess"}, headers=prefixed)).status_code == 429
+            other = {"X-Forwarded-For": "203.0.113.8"}
+            assert (await client.post("/login", data={"token": TOKEN}, headers=other)).status_code == (
+                303 if trusted else 429
+            )
+
+    asyncio.run(scenario())
+    with pytest.raises(SchedulerError, match=r"proxy is in front.*needs a token"):
+        WebServer(daemon=None, trust_forwarded=True)  # type: ignore[arg-type]
+
+
 # -- the command line: check, and the jobs and history tables -----------------------------------------------
 
 
@@ -363,6 +747,13 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scheduler", *args], env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def _cli_env(**settings: str) -> dict[str, str]:
+    """This process's environment without its own settings, with these."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
+    env.update(settings)
+    return env
 
 
 def test_check_and_the_tables_against_a_running_daemon(tmp_path: Path, simulator: Simulator) -> None:

@@ -110,6 +110,16 @@ class Store(AlertingQueries):
         except SQLAlchemyError as error:
             raise StoreError(f"database error while {what}: {_describe(error)}") from error
 
+    def ping(self) -> None:
+        """Whether the database would take a write now: on SQLite a write lock taken and let go at once (a
+        plain read passes while another process holds the lock), on PostgreSQL a round trip."""
+        with self._session("checking that the database answers") as session:
+            if self.engine.dialect.name == "sqlite":
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                session.connection().exec_driver_sql("ROLLBACK")
+            else:
+                session.execute(text("SELECT 1"))
+
     def claim(
         self,
         *,
