@@ -161,7 +161,7 @@ class CekuraClient:
         self._base = base_url.rstrip("/")
         self._api_key = api_key
         self.base_url = self._base
-        self.connect_failures = 0  # in a row: requests that could not reach Cekura at all, reset by any answer
+        self.connect_failures = 0  # in a row: requests that got no answer at all (not connected, cut), reset by any
 
     async def _request(
         self,
@@ -187,6 +187,7 @@ class CekuraClient:
             self.connect_failures += 1
             raise CekuraUnavailableError(f"{what}: cannot connect to Cekura ({type(error).__name__})") from error
         except httpx.TransportError as error:
+            self.connect_failures += 1
             message = f"{what}: the answer was lost ({type(error).__name__}: {error or 'no detail'})"
             if may_duplicate:
                 raise CekuraAmbiguousError(message) from error

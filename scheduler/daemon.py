@@ -205,7 +205,7 @@ class Daemon:
     ) -> None:
         self.config = config
         redaction.install()
-        redaction.register([*getattr(config, "secrets", ()), *cekura.secrets()])
+        redaction.register([*config.secrets, *cekura.secrets()])
         self.metrics = metrics or Metrics()
         self.metrics.in_flight.set_function(lambda: len(self._following))
         self.started_at: datetime | None = None
@@ -229,6 +229,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._following: set[int] = set()
         self._submitting: set[int] = set()
+        self._admitting = 0  # fires whose claim is being written: shutdown waits for them as for submissions
         self._follow_tasks: dict[int, asyncio.Task[Any]] = {}
         self._unrecorded: dict[str, list[datetime]] = {}  # slots whose claim failed (database down)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -343,7 +344,7 @@ class Daemon:
         if self.cekura.connect_failures >= _UNREACHABLE_AFTER:
             await self._daemon_problem(
                 UNREACHABLE,
-                f"{self.cekura.connect_failures} requests in a row could not connect to Cekura "
+                f"{self.cekura.connect_failures} requests in a row got no answer from Cekura "
                 f"({self.cekura.base_url}). Slots are claimed and retried; this alert resolves once Cekura answers "
                 "again.",
             )
@@ -502,11 +503,11 @@ class Daemon:
         """
         assert self.config_source is not None
         source = self.config_source
-        now = self.clock.now()
         try:
-            new = await asyncio.to_thread(source.load)
+            new = await asyncio.to_thread(source.load)  # waits until two reads of the file agree
         except ConfigError as error:
-            fingerprint = await asyncio.to_thread(source.current_digest) or "unreadable"
+            now = self.clock.now()
+            fingerprint = source.last_digest or "unreadable"
             self.config_errors = error.issues
             if fingerprint != self._rejected_digest:
                 self._rejected_digest = fingerprint
@@ -529,6 +530,7 @@ class Daemon:
                 )
             self.metrics.config_reloads.labels("rejected").inc()
             return False
+        now = self.clock.now()  # after the settle time: a slot fired meanwhile belongs to the old version
         self.config_errors = []
         self._rejected_digest = None
         rejected = [key for key in self.incidents.open_problems() if key.startswith("config:")]
@@ -537,7 +539,7 @@ class Daemon:
         if new.digest == self.config.digest:
             self.metrics.config_reloads.labels("unchanged").inc()
             return False
-        redaction.register(getattr(new, "secrets", ()))
+        redaction.register(new.secrets)
         diff = diff_configs(self.config, new)
         if any(job.enabled for job in self.config.jobs.values()) and not any(job.enabled for job in new.jobs.values()):
             await self.incidents.announce(
@@ -599,10 +601,12 @@ class Daemon:
 
     async def _shut_down(self, grace: float = 30.0) -> None:
         """Let submissions in flight get their answer recorded; polling resumes from the database next start."""
-        if self._submitting:
-            logger.info("waiting up to %.0fs for %d submissions in flight", grace, len(self._submitting))
+        if self._submitting or self._admitting:
+            logger.info(
+                "waiting up to %.0fs for %d submissions in flight", grace, len(self._submitting) + self._admitting
+            )
             deadline = asyncio.get_running_loop().time() + grace
-            while self._submitting and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            while (self._submitting or self._admitting) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         handed_back = sorted(self._following | self._submitting)
         pending = [task for task in self._tasks if not task.done()]
@@ -830,11 +834,17 @@ class Daemon:
                 return await self._record_skip(job, slot, SKIP_PAUSED)
             now = self.clock.now()
             claim = _Claim(job, slot, trigger, name, submission.endpoint, now)
-            reason, over, fire, in_the_way = await self._admissions(claim)
-            if reason == SKIP_OVERLAP and (still := await self._still_running(in_the_way)) is None:
-                # The database was behind: the previous result has ended. Claim the slot after all.
-                reason, over, fire, in_the_way = await self._admissions(claim._replace(now=self.clock.now()))
-                still = _IN_FLIGHT
+            self._admitting += 1
+            try:
+                reason, over, fire, in_the_way = await self._admissions(claim)
+                if reason == SKIP_OVERLAP and (still := await self._still_running(in_the_way)) is None:
+                    # The database was behind: the previous result has ended. Claim the slot after all.
+                    reason, over, fire, in_the_way = await self._admissions(claim._replace(now=self.clock.now()))
+                    still = _IN_FLIGHT
+                if fire is not None:
+                    self._submitting.add(fire.id)  # before the count drops: shutdown never sees it unaccounted
+            finally:
+                self._admitting -= 1
             if reason == SKIP_BUDGET:
                 assert over is not None
                 logger.warning("%s skipped: %s", name, over, extra=extra)

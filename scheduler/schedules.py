@@ -31,12 +31,18 @@ from cron_descriptor import ExpressionDescriptor, Options
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
+_DURATION_PART = re.compile(r"([0-9]+)\s*([smhd])", re.ASCII)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+LONGEST = timedelta(days=3660)
+"""The longest duration anything accepts (about ten years): longer ones would overflow date arithmetic."""
+MAX_CRON_LENGTH = 200
+# Years enough for every date, 29 February included, to fall on every weekday (a 28-year cycle): a cron
+# expression without a slot in them has none ever.
+_PROBE_YEARS = "2000-2040"
 
 
-def parse_duration(text: str) -> timedelta:
-    """Read a duration such as ``30s``, ``15m``, ``1h``, ``1d`` or ``1h30m``.
+def parse_duration(text: str, *, at_least: timedelta = timedelta(seconds=1), at_most: timedelta = LONGEST) -> timedelta:
+    """Read a duration such as ``30s``, ``15m``, ``1h``, ``1d`` or ``1h30m``, between ``at_least`` and ``at_most``.
 
     Raises ValueError with a message meant for the person who wrote it.
     """
@@ -44,9 +50,16 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION_PART.findall(compact)
     if not compact or "".join(f"{n}{u}" for n, u in parts) != compact.replace(" ", ""):
         raise ValueError(f"invalid duration {text!r}: use a number and a unit, e.g. '30s', '15m', '1h', '1d'")
+    if any(len(number) > 12 for number, _ in parts):  # int() of a long digit string costs, and means nothing here
+        raise ValueError(f"invalid duration {text!r}: too long (at most {format_duration(at_most)})")
     seconds = sum(int(number) * _DURATION_UNITS[unit] for number, unit in parts)
     if seconds <= 0:
         raise ValueError(f"invalid duration {text!r}: it must be longer than zero")
+    # Compared as seconds: timedelta() itself overflows past 999999999 days.
+    if seconds > at_most.total_seconds():
+        raise ValueError(f"invalid duration {text!r}: too long (at most {format_duration(at_most)})")
+    if seconds < at_least.total_seconds():
+        raise ValueError(f"invalid duration {text!r}: too short (at least {format_duration(at_least)})")
     return timedelta(seconds=seconds)
 
 
@@ -99,6 +112,8 @@ def _standard_days(field_text: str) -> str:
 def _cron_trigger(expression: str, zone: tzinfo) -> Any:
     # Cached: building an APScheduler CronTrigger costs ~0.1 ms, and a trigger holds no state, so jobs sharing
     # an expression and zone share one, and a reload (or each Job.schedule) does not build them again.
+    if len(expression) > MAX_CRON_LENGTH:
+        raise ValueError(f"invalid cron expression: longer than {MAX_CRON_LENGTH} characters")
     fields = expression.split()
     if len(fields) != 5:
         raise ValueError(
@@ -112,9 +127,22 @@ def _cron_trigger(expression: str, zone: tzinfo) -> Any:
         if day != "*" and days != "*":
             # crontab(5): when both day fields are restricted, a day matching either one fires.
             return OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=days, **common)])
-        return CronTrigger(day=day, day_of_week=days, **common)
+        trigger = CronTrigger(day=day, day_of_week=days, **common)
     except ValueError as error:
         raise ValueError(f"invalid cron expression {expression!r}: {error}") from None
+    if _never_fires(minute, hour, day, month, days):
+        raise ValueError(f"invalid cron expression {expression!r}: it never fires (no month has such a day)")
+    return trigger
+
+
+@functools.lru_cache(maxsize=1024)
+def _never_fires(minute: str, hour: str, day: str, month: str, days: str) -> bool:
+    # Only the days of the month can rule out every date (30 February, 31 April); asked of a trigger limited to
+    # _PROBE_YEARS, because an unlimited one searches up to the year 9999 before it gives up (0.15 s).
+    probe = CronTrigger(
+        minute=minute, hour=hour, day=day, month=month, day_of_week=days, year=_PROBE_YEARS, timezone=UTC
+    )
+    return probe.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=UTC)) is None
 
 
 @dataclass(frozen=True)
@@ -179,6 +207,11 @@ class Schedule:
 
         The flag says whether older slots were left out because there were more than ``limit``.
         """
+        if self.every is not None:
+            # Counted rather than listed: a day of a 1-second interval is 86,400 slots (0.3 s one by one).
+            first, last = (after - EPOCH) // self.every + 1, (until - EPOCH) // self.every
+            start = max(first, last - limit + 1)
+            return [EPOCH + number * self.every for number in range(start, last + 1)], start > first
         slots: list[datetime] = []
         dropped = False
         for slot in self.slots_after(after):
@@ -197,7 +230,11 @@ class Schedule:
             options.use_24hour_time_format = True
             options.verbose = True  # "At 03:00, every day" rather than "At 03:00"
             options.day_of_week_start_index_zero = True  # standard crontab: 0 is Sunday
-            return f"{ExpressionDescriptor(self.cron, options).get_description()}, in {self.timezone}"
+            try:
+                words = ExpressionDescriptor(self.cron, options).get_description()
+            except Exception:  # cron_descriptor refuses some forms the schedule takes ("sunday"): say it plainly
+                words = f"cron '{self.cron}'"
+            return f"{words}, in {self.timezone}"
         assert self.every is not None
         return f"Every {_duration_in_words(self.every)}"
 

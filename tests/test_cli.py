@@ -141,7 +141,9 @@ def test_run_fires_records_and_stops_cleanly_on_sigterm(tmp_path: Path, simulato
     assert history.returncode == 0 and "smoke" in history.stdout and "passed" in history.stdout
     fires = json.loads(cli("history", "smoke", "--format", "json", env=env).stdout)
     assert fires and {fire["job"] for fire in fires} == {"smoke"}
-    assert all(fire["result_id"] or fire["skip_reason"] == "overlap" for fire in fires)
+    assert all(fire["result_id"] or fire["skip_reason"] == "overlap" for fire in fires), [
+        (fire["state"], fire["skip_reason"], fire["error"], fire["result_id"]) for fire in fires
+    ]
     jobs = cli("jobs", env=env)
     assert "smoke" in jobs.stdout and "nightly" in jobs.stdout and "never fired" in jobs.stdout
     listed = {job["name"]: job for job in json.loads(cli("jobs", "--format", "json", env=env).stdout)["jobs"]}

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.config import Config, ConfigSource, load_config, parse_config
+from scheduler.config import (
+    DURATION_BOUNDS,
+    Config,
+    ConfigSource,
+    alert_url_secrets,
+    digest,
+    load_config,
+    parse_config,
+)
 from scheduler.errors import ConfigError, ConfigIssue
+from scheduler.schedules import format_duration
 
 REPO = Path(__file__).resolve().parent.parent
 PATH = Path("/etc/cekura/jobs.toml")
@@ -57,7 +69,7 @@ url = "${SLACK_URL}"
 [alerts.ops]
 url = "mailto://ops@example.com"
 """
-ENV = {"SLACK_URL": "slack://T000/B000/very-secret-token"}
+ENV = {"SLACK_URL": "slack://T000A/B000B/VerySecretToken42"}
 
 
 def parse(text: str, env: dict[str, str] | None = None) -> Config:
@@ -379,8 +391,8 @@ def test_alert_url_is_a_secret() -> None:
     config = example()
     url = config.channels["slack"].url
     assert url.get_secret_value() == ENV["SLACK_URL"]
-    assert "very-secret-token" not in str(url)
-    assert "very-secret-token" not in repr(config)
+    assert "VerySecretToken42" not in str(url)
+    assert "VerySecretToken42" not in repr(config)
 
 
 # --- body, endpoints, alert channels ----------------------------------------------------------------------------
@@ -534,3 +546,404 @@ def test_a_reload_takes_unchanged_jobs_as_they_were_and_rebuilds_what_changed(tm
     path.write_text('[defaults]\ntimezone = "Asia/Tokyo"\n\n' + jobs.replace("scenarios = [1]", "scenarios = []"))
     with pytest.raises(ConfigError):
         source.load()
+
+
+# --- any bytes: a config error with a place, never another exception (issue 11) ---------------------------------
+
+
+def load_bytes(tmp_path: Path, data: bytes, env: dict[str, str] | None = None) -> Config:
+    path = tmp_path / "jobs.toml"
+    path.write_bytes(data)
+    return load_config(path, env=env or {})
+
+
+def bytes_issue(tmp_path: Path, data: bytes, env: dict[str, str] | None = None) -> ConfigIssue:
+    with pytest.raises(ConfigError) as caught:
+        load_bytes(tmp_path, data, env)
+    assert len(caught.value.issues) == 1, str(caught.value)
+    return caught.value.issues[0]
+
+
+def test_a_byte_that_is_not_utf8_is_named_with_its_line_and_column(tmp_path: Path) -> None:
+    # printf '# caf\xe9\n' >> jobs.toml
+    issue = bytes_issue(tmp_path, job("").encode() + "# café: \xe9\n".encode() + b"# caf\xe9\n")
+    assert (issue.line, issue.column) == (6, 6)  # the column counts characters: "é" on line 5 is one
+    assert issue.message == "not UTF-8: the byte 0xe9 cannot be read (save the file as UTF-8)"
+
+
+def test_a_string_with_a_lone_surrogate_is_a_config_error() -> None:
+    issue = only_issue(job("# \ud800\n"))
+    assert (issue.line, issue.column) == (5, 3)
+
+
+@pytest.mark.parametrize(
+    ("zone", "says"),
+    [
+        ("US", "a group of zones, not a zone"),
+        ("America", "a group of zones, not a zone"),
+        ("../../etc/passwd", "unknown timezone"),
+        ("/etc/localtime", "unknown timezone"),
+        ("a" * 300, "unknown timezone"),
+        ("leapseconds", "unknown timezone"),  # a file of the zone database that is no zone
+        ("UTC\\u0000", "unknown timezone"),
+        ("", "unknown timezone"),
+    ],
+)
+def test_a_zone_must_be_a_zone(zone: str, says: str) -> None:
+    issue = only_issue(job(f'timezone = "{zone}"\n'))
+    assert (issue.line, issue.job) == (5, "nightly")
+    assert says in issue.message
+    assert len(issue.message) <= 400  # a 300-character name is not repeated whole in every log line
+
+
+@pytest.mark.parametrize("value", ["99999999999d", "999999999d", "367d", "9" * 5000 + "s"])
+def test_a_huge_interval_is_an_error_not_an_overflow(value: str) -> None:
+    issue = only_issue(f'[jobs.nightly]\nagent = 12\nscenarios = [101]\nevery = "{value}"\n')
+    assert (issue.line, issue.job) == (4, "nightly")
+    assert "too long (at most 366d)" in issue.message
+
+
+BOUNDS = [
+    # (key, in which table, shortest, longest, too short, too long)
+    ("every", "job", "1s", "366d", None, "367d"),
+    ("result_timeout", "job", "1s", "7d", None, "7d1s"),
+    ("catch_up_window", "job", "1s", "7d", None, "8d"),
+    ("jitter", "job", "1s", "1d", None, "25h"),
+    ("remind_every", "job", "1m", "30d", "59s", "31d"),
+    ("poll_interval", "daemon", "1s", "1h", None, "61m"),
+    ("poll_max_interval", "daemon", "1s", "1h", None, "2h"),
+    ("lease", "daemon", "1s", "1h", None, "3601s"),
+    ("retention", "history", "1d", "3660d", "23h", "3661d"),
+    ("remind_every", "alerts", "1m", "30d", "30s", "60d"),
+    ("duration", "maintenance", "1m", "31d", "30s", "32d"),
+]
+
+
+def with_duration(key: str, table: str, value: str) -> str:
+    text = "[jobs.a]\nagent = 12\nscenarios = [101]\n" + ("" if key == "every" else 'cron = "0 3 * * *"\n')
+    line = f'{key} = "{value}"\n'
+    if table == "job":
+        return text + line
+    if table == "alerts":
+        return text + '\n[alerts.ops]\nurl = "json://127.0.0.1:9/alerts"\n' + line
+    if table == "maintenance":
+        return text + '\n[maintenance.m]\ncron = "0 22 * * 0"\n' + line
+    return text + f"\n[{table}]\n{line}"
+
+
+@pytest.mark.parametrize(("key", "table", "shortest", "longest", "too_short", "too_long"), BOUNDS)
+def test_every_duration_has_documented_bounds(
+    key: str, table: str, shortest: str, longest: str, too_short: str | None, too_long: str
+) -> None:
+    parse(with_duration(key, table, shortest))
+    parse(with_duration(key, table, longest))
+    issue = only_issue(with_duration(key, table, too_long))
+    assert (
+        issue.line is not None
+        and issue.message == f"{key}: invalid duration {too_long!r}: too long (at most {longest})"
+    )
+    if too_short is not None:
+        issue = only_issue(with_duration(key, table, too_short))
+        assert issue.message == f"{key}: invalid duration {too_short!r}: too short (at least {shortest})"
+
+
+def test_the_readme_documents_every_duration_bound() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for key, (shortest, longest) in DURATION_BOUNDS.items():
+        row = f"| `{key}` | {format_duration(shortest)} | {format_duration(longest)} |"
+        assert row in readme, row
+
+
+@pytest.mark.parametrize("cron", ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 30-31 2 *"])
+def test_a_cron_that_never_fires_is_an_error(cron: str) -> None:
+    issue = only_issue(f'[jobs.nightly]\nagent = 12\nscenarios = [101]\ncron = "{cron}"\n')
+    assert (issue.line, issue.job) == (4, "nightly")
+    assert "never fires" in issue.message
+
+
+def test_a_maintenance_window_that_never_starts_is_an_error() -> None:
+    issue = only_issue(job('\n[maintenance.m]\ncron = "0 0 31 2 *"\nduration = "1h"\n'))
+    assert issue.line == 7 and "never fires" in issue.message
+
+
+def test_a_cron_that_fires_only_on_leap_days_is_fine() -> None:
+    config = parse('[jobs.leap]\nagent = 12\nscenarios = [101]\ncron = "0 0 29 2 *"\n')
+    assert config.jobs["leap"].schedule.next_after(datetime(2026, 1, 1, tzinfo=UTC)) == datetime(
+        2028, 2, 29, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("agent = 99999999999999999999999", "integer out of range"),
+        ("agent = " + "9" * 5000, "integer out of range"),  # more digits than Python reads
+        ("agent = 0x" + "f" * 5000, "integer out of range"),  # read, but not printable
+        ("frequency = nan", "nan and inf are not accepted"),
+        ("frequency = -inf", "nan and inf are not accepted"),
+        ("[jobs.nightly.body]\nx = " + "[" * 500 + "]" * 500, "nested more than 32 levels"),
+        ("[jobs.nightly.body]\nx = " + "[" * 33 + "]" * 33, "nested more than 32 levels"),
+        ("[jobs.nightly.body]\nwhen = 2026-01-01T00:00:00Z", "cannot be sent as JSON"),
+        ("[jobs.nightly.body]\nwhen = 07:30:00", "cannot be sent as JSON"),
+        ('cron = "' + "0," * 200 + '0 3 * * *"', "longer than 200 characters"),
+    ],
+)
+def test_values_the_models_cannot_take_are_errors_with_a_place(line: str, says: str) -> None:
+    text = job("").replace("agent = 12\n", "") if line.startswith("agent") else job("")
+    if line.startswith("cron"):
+        text = text.replace('cron = "0 3 * * *"\n', "")
+    issue = only_issue(text + line + "\n")
+    assert issue.line is not None and issue.line >= 4, issue
+    assert says in issue.message
+
+
+@pytest.mark.parametrize("parts", [900, 2000])
+def test_a_deeply_dotted_table_is_an_error_with_a_place(parts: int) -> None:
+    issue = only_issue("\n[" + ".".join(["a"] * parts) + "]\n")
+    assert issue.line == 2 and "nested more than 32 levels" in issue.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[jobs]\nnightly = 5\n",
+        "[alerts]\nops = []\n",
+        "[maintenance]\nm = 1\n",
+        '[daemon]\nalerts = "ops"\n',
+        '[jobs.nightly]\nevery = 60\nagent = 12\nscenarios = "101"\n',
+        '[jobs.nightly]\nevery = "1h"\nagent = 12\nscenarios = [[101]]\nalerts = [1]\n',
+        '[jobs.nightly]\nevery = "1h"\nagent = true\nscenarios = [{ id = "x" }]\nbody = 3\n',
+        '[jobs.nightly]\nevery = ["1h"]\nagent = 1.5\nscenarios = [101]\ntimezone = 7\nendpoint = ["voice"]\n',
+        "[maintenance.m]\nstart = 9999-12-31T23:59:59-23:59\nend = 9999-12-31T23:59:59-23:00\n",
+        "[maintenance.m]\nstart = 2026-01-01\nend = 07:00:00\n",
+        '[[jobs]]\nname = "x"\n',
+    ],
+)
+def test_wrong_types_anywhere_are_config_errors(text: str) -> None:
+    issues = issues_of(text)
+    assert issues and all(issue.line is not None for issue in issues), [str(issue) for issue in issues]
+
+
+def test_an_empty_file_is_a_valid_config_without_jobs(tmp_path: Path) -> None:
+    config = load_bytes(tmp_path, b"")
+    assert config.jobs == {} and config.channels == {} and config.secrets == frozenset()
+
+
+def test_a_folder_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, env={})
+    assert caught.value.issues[0].message == "cannot read the file: it is a folder, not a file"
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "jobs.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as caught:
+        load_config(fifo, env={})
+    assert caught.value.issues[0].message == "cannot read the file: it is not a regular file"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(job(""))
+    path.chmod(0)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.issues[0].message == "cannot read the file: Permission denied"
+
+
+def test_a_file_larger_than_16_mb_is_refused(tmp_path: Path) -> None:
+    issue = bytes_issue(tmp_path, b"#" * (16 * 1024 * 1024 + 1))
+    assert issue.message == "the file is larger than 16 MB"
+
+
+# --- secrets: never in an error, listed on the config ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('every = "${EVERY_VAR}"', "every: invalid duration (the value of ${EVERY_VAR}): use a number and a unit"),
+        ('every = "1${EVERY_VAR}"', "every: invalid duration (the value of '1${EVERY_VAR}'): use a number"),
+        ('timezone = "${EVERY_VAR}"', "timezone: unknown timezone (the value of ${EVERY_VAR}): use an IANA"),
+        ('cron = "${EVERY_VAR} * * * *"', "cron: invalid cron expression (the value of '${EVERY_VAR} * * * *')"),
+    ],
+)
+def test_an_interpolated_value_is_never_shown_in_an_error_the_variable_is_named(line: str, says: str) -> None:
+    text = f"[jobs.nightly]\nagent = 12\nscenarios = [101]\n{line}\n"
+    if not line.startswith(("every", "cron")):
+        text += 'every = "1h"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse(text, {"EVERY_VAR": "TOKENBBBB2"})
+    assert "TOKENBBBB2" not in str(caught.value)
+    assert says in caught.value.issues[0].message
+
+
+def test_config_secrets_hold_interpolated_values_and_alert_url_credentials() -> None:
+    config = parse(
+        """\
+        [jobs.nightly]
+        cron = "0 3 * * *"
+        agent = "${AGENT}"
+        scenarios = [101]
+        body = { token = "${CEKURA_TOKEN}" }
+
+        [alerts.slack]
+        url = "slack://${SLACK_A}/${SLACK_B}/XoXoLiteral42/#qa"
+
+        [alerts.pager]
+        url = "pagerduty://integrationkey1@apikey22"
+
+        [alerts.hook]
+        url = "json://user:hunter22@hooks.example.com/alerts?token=abcdefgh&format=json"
+        """,
+        {"AGENT": "12", "CEKURA_TOKEN": "Bearer sk-123456", "SLACK_A": "TAAAA1", "SLACK_B": "BBBBB2"},
+    )
+    assert config.secrets == {
+        "Bearer sk-123456",  # every value that came from ${VAR} ...
+        "TAAAA1",
+        "BBBBB2",  # ... but "12": too short to redact
+        "XoXoLiteral42",  # tokens written in the URL itself
+        "integrationkey1",
+        "apikey22",
+        "user",
+        "hunter22",
+        "abcdefgh",  # a query value under a key that says token; format=json is no secret, nor is the host
+    }
+    assert "abcdefgh" not in repr(config)
+
+
+def test_a_url_apprise_cannot_parse_is_an_error_naming_the_channel_not_the_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    issues = issues_of(
+        '[alerts.team]\nurl = "slak://${TOKEN}/B0000000/XXXXXXXXXXXXXXXXXXXXXXXX"\n\n'
+        '[alerts.pager]\nurl = "slack://TokenA/TokenB/bad-token"\n\n[alerts.bare]\nurl = "${TOKEN}"\n',
+        {"TOKEN": "T0SECRET1"},
+    )
+    assert [(issue.line, issue.message) for issue in issues] == [
+        (2, "url of alert channel 'team': Apprise has no slak:// service (a typo in the scheme?)"),
+        (5, "url of alert channel 'pager': Apprise cannot use this slack:// URL (check its tokens and options)"),
+        (8, "url of alert channel 'bare': not an Apprise URL (scheme://...)"),
+    ]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "T0SECRET1" not in logged and "bad-token" not in logged and "XXXXXXXX" not in logged
+
+
+def test_a_channel_with_a_missing_variable_is_told_once() -> None:
+    issue = only_issue('[alerts.team]\nurl = "slack://${SLACK_A}/B0000000/XXXXXXXXXXXXXXXXXXXXXXXX"\n')
+    assert issue.message == "environment variable SLACK_A is not set (used as ${SLACK_A})"
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("slack://TokenA/TokenB/TokenC/#qa", {"TokenA", "TokenB", "TokenC"}),
+        ("pagerduty://integration_key@api_key", {"integration_key", "api_key"}),
+        ("json://user:pass@host/path?token=abc123456", {"user", "pass", "abc123456"}),
+        ("mailto://ops@example.com", set()),  # a plain host and a 3-letter user
+        ("json://127.0.0.1:8080/alerts", set()),
+        ("https://hooks.slack.com/services/T0000AAAA/B0000BBBB/XXXXXXXX", {"T0000AAAA", "B0000BBBB", "XXXXXXXX"}),
+        ("json://localhost/a%2Fb%3Dc", {"a%2Fb%3Dc", "a/b=c"}),
+        ("no-scheme-token", {"no-scheme-token"}),
+    ],
+)
+def test_alert_url_secrets_are_everything_but_a_plain_host_and_plain_words(url: str, secrets: set[str]) -> None:
+    assert alert_url_secrets(url) == secrets
+
+
+def test_the_console_target_of_the_demo_is_accepted() -> None:
+    assert parse('[alerts.log]\nurl = "console://"\n').channels["log"].url.get_secret_value() == "console://"
+
+
+# --- reload: only a finished version is loaded --------------------------------------------------------------------
+
+
+class Writer:
+    """Virtual time for a ConfigSource, and a writer that changes the file while the source waits."""
+
+    def __init__(self, path: Path, versions: list[bytes], *, per_call: float = 0.0) -> None:
+        self.path = path
+        self.versions = list(versions)
+        self.now = 0.0
+        self.per_call = per_call  # how far time moves on each look at the clock (a parse taking time)
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        self.now += self.per_call
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.versions:
+            self.path.write_bytes(self.versions.pop(0))
+
+
+FULL = (job("", name="a") + "\n" + job("", name="b") + "\n" + job("", name="c")).encode()
+
+
+def source_with(tmp_path: Path, first: bytes, later: list[bytes], **options: Any) -> tuple[ConfigSource, Writer]:
+    path = tmp_path / "jobs.toml"
+    path.write_bytes(first)
+    writer = Writer(path, later, per_call=options.pop("per_call", 0.0))
+    return ConfigSource(path, env={}, sleep=writer.sleep, clock=writer.clock, **options), writer
+
+
+@pytest.mark.parametrize(
+    "half",
+    [b"", FULL[: FULL.index(b"[jobs.b]")], FULL[: FULL.index(b"[jobs.c]") + 5]],
+    ids=["empty", "cut-at-a-job", "cut-in-a-header"],
+)
+def test_a_half_written_file_is_never_loaded(tmp_path: Path, half: bytes) -> None:
+    # What `cp new.toml jobs.toml` looks like to a reader: truncated, then written; the full version follows.
+    source, writer = source_with(tmp_path, half, [FULL])
+    config = source.load()
+    assert list(config.jobs) == ["a", "b", "c"]
+    assert writer.sleeps == [0.5, 0.5]  # the half version, then the full one, each read twice 0.5 s apart
+    assert source.last_digest == digest(FULL)
+
+
+def test_an_unchanged_file_is_read_twice_a_settle_time_apart(tmp_path: Path) -> None:
+    source, writer = source_with(tmp_path, FULL, [], settle=0.25)
+    assert list(source.load().jobs) == ["a", "b", "c"]
+    assert writer.sleeps == [0.25]
+
+
+def test_the_time_a_parse_takes_counts_toward_the_settle_time(tmp_path: Path) -> None:
+    source, writer = source_with(tmp_path, FULL, [], per_call=0.2)
+    source.load()
+    assert writer.sleeps == [pytest.approx(0.3)]  # 0.5 s after the first read, of which the parse took 0.2 s
+
+
+def test_a_file_that_keeps_changing_is_reported_not_loaded(tmp_path: Path) -> None:
+    versions = [FULL + f"# edit {number}\n".encode() for number in range(20)]
+    source, writer = source_with(tmp_path, FULL, versions, max_reads=4)
+    with pytest.raises(ConfigError) as caught:
+        source.load()
+    assert "still being written: it changed between each of 4 reads 0.5 s apart" in str(caught.value)
+    assert len(writer.sleeps) == 3
+    assert source.changed() is True  # tried again at the next poll: the writer may have finished by then
+
+
+def test_a_broken_version_is_reported_once_it_settles_and_changed_sees_the_next_edit(tmp_path: Path) -> None:
+    source, _ = source_with(tmp_path, FULL + b"# caf\xe9\n", [])
+    with pytest.raises(ConfigError) as caught:
+        source.load()
+    assert caught.value.issues[0].message.startswith("not UTF-8")
+    assert source.last_digest == digest(FULL + b"# caf\xe9\n") == source.current_digest()
+    assert source.changed() is False
+    (tmp_path / "jobs.toml").write_bytes(FULL)
+    assert source.changed() is True
+    assert list(source.load().jobs) == ["a", "b", "c"]
+
+
+def test_an_unreadable_source_is_a_config_error(tmp_path: Path) -> None:
+    source, _ = source_with(tmp_path, FULL, [])
+    (tmp_path / "jobs.toml").unlink()
+    with pytest.raises(ConfigError) as caught:
+        source.load()
+    assert "cannot read the file" in str(caught.value)
+    assert source.last_digest is None and source.current_digest() is None

@@ -172,6 +172,45 @@ def test_a_refused_api_key_skips_slots_without_posting_alerts_once_and_recovers_
     assert "the-new-key" not in str(alert_inbox.received)
 
 
+def test_cekura_out_of_reach_is_one_daemon_incident_resolved_at_the_first_answer(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    from tests.test_exactly_once import TcpProxy
+
+    proxy = TcpProxy(("127.0.0.1", int(simulator.base_url.rpartition(":")[2])))
+    config, store = prepare(
+        tmp_path, JOB.format(extra="").replace('"1s"', '"1h"'), inbox=alert_inbox, database_url=sqlite_url
+    )
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            daemon = Daemon(
+                config=config,
+                store=store,
+                cekura=CekuraClient(http=http, base_url=f"http://127.0.0.1:{proxy.port}", api_key=SecretStr(API_KEY)),
+                alerts=AppriseSender(),
+                sleep=quick_sleep,
+                alert_backoff=timedelta(milliseconds=100),
+                key_check_every=0.1,
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(daemon.run(stop))
+            await eventually(lambda: bool(daemon.loop_health()))
+            proxy.cut()  # Cekura goes out of reach: every check fails to connect
+            await eventually(lambda: "[cekura-scheduler] cannot reach Cekura" in alert_inbox.titles())
+            proxy.restore()
+            await eventually(lambda: "[cekura-scheduler] RESOLVED: cannot reach Cekura" in alert_inbox.titles())
+            stop.set()
+            await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proxy.close()
+    reach = [title for title in alert_inbox.titles() if "reach Cekura" in title]
+    assert reach == ["[cekura-scheduler] cannot reach Cekura", "[cekura-scheduler] RESOLVED: cannot reach Cekura"]
+
+
 def test_rate_limited_submissions_are_retried_and_sent_once(run: Callable[..., Store], simulator: Simulator) -> None:
     simulator.config.error_429_rate = 0.4
 

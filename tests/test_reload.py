@@ -184,6 +184,41 @@ def test_an_invalid_edit_keeps_the_old_jobs_running_and_alerts_once_until_repair
     ]
 
 
+def test_bad_saves_of_every_kind_are_rejected_and_the_next_valid_edit_is_applied(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    def append_bytes(data: bytes) -> Callable[[Path], None]:
+        def edit(path: Path) -> None:
+            with path.open("ab") as file:
+                file.write(data)  # what `printf '# caf\xe9\n' >> jobs.toml` does
+
+        return edit
+
+    store, edited = run_with_edits(
+        tmp_path,
+        job("a"),
+        [
+            (1.5, append_bytes(b"# caf\xe9\n")),
+            (3.0, write_in_place(job("a") + 'timezone = "US"\n')),
+            (4.5, write_in_place(job("a", every="99999999999d"))),
+            (6.0, write_atomically(job("a") + job("b"))),
+        ],
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        duration=9.0,
+    )
+
+    *rejected, applied = config_changes(store)
+    assert [change.valid for change in rejected] == [False, False, False] and applied.valid
+    path = tmp_path / "jobs.toml"
+    assert f"{path}:{len((HEADER + job('a')).splitlines()) + 1}:" in rejected[0].summary  # the line of the byte
+    assert "US" in rejected[1].summary and "99999999999d" in rejected[2].summary
+    assert applied.summary == "added: b"
+    assert slots_of(simulator, "b") and all(slot > applied.at for slot in slots_of(simulator, "b"))
+    assert len([slot for slot in slots_of(simulator, "a") if edited[1.5] < slot < edited[6.0]]) >= 3  # ran on
+
+
 def test_a_version_that_removes_every_job_is_applied_but_warned_and_announced(
     tmp_path: Path,
     simulator: Simulator,

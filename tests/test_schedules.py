@@ -281,3 +281,84 @@ def test_jitter_is_the_same_for_a_slot_everywhere_and_spreads_slots_within_its_s
     assert all(timedelta(0) <= offset < span for offset in offsets)
     assert len(set(offsets)) > 15  # spread, not one fixed delay
     assert jitter_offset("other", slots[0], span) != offsets[0]
+
+
+# --- bounds and crons that never fire (issue 11) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["99999999999d", "999999999d", "3661d", "9" * 5000 + "s", "1" * 13 + "s"])
+def test_a_duration_past_the_longest_is_a_value_error_not_an_overflow(text: str) -> None:
+    with pytest.raises(ValueError, match=r"too long \(at most 3660d\)"):
+        parse_duration(text)
+
+
+def test_parse_duration_takes_bounds() -> None:
+    assert parse_duration("366d", at_most=timedelta(days=366)) == timedelta(days=366)
+    with pytest.raises(ValueError, match=r"invalid duration '367d': too long \(at most 366d\)"):
+        parse_duration("367d", at_most=timedelta(days=366))
+    with pytest.raises(ValueError, match=r"invalid duration '59s': too short \(at least 1m\)"):
+        parse_duration("59s", at_least=timedelta(minutes=1))
+
+
+@pytest.mark.parametrize(
+    "text", ["\u0661d", "\U0001d7d9h", "1\u3000h"]
+)  # Arabic-Indic and mathematical digits, a wide space
+def test_durations_are_written_with_ascii_digits(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("expression", ["0 0 30 2 *", "0 0 31 2 *", "0 0 31 4,6,9,11 *", "0 0 30-31 2 *"])
+def test_a_cron_that_never_fires_is_a_value_error(expression: str) -> None:
+    with pytest.raises(ValueError, match="never fires"):
+        Schedule.from_cron(expression, NEW_YORK)
+
+
+@pytest.mark.parametrize(
+    ("expression", "first"),
+    [
+        ("0 0 29 2 *", utc(2028, 2, 29)),  # leap years only
+        ("0 0 30 2 1", utc(2026, 2, 2)),  # day 30 or a Monday: the Mondays of February
+        ("0 0 last 2 *", utc(2026, 2, 28)),
+    ],
+)
+def test_a_rare_cron_is_not_mistaken_for_one_that_never_fires(expression: str, first: datetime) -> None:
+    assert Schedule.from_cron(expression, UTC).next_after(utc(2026, 1, 1)) == first
+
+
+def test_a_cron_longer_than_200_characters_is_refused() -> None:
+    with pytest.raises(ValueError, match="longer than 200 characters"):
+        Schedule.from_cron("0," * 100 + "0 3 * * *", UTC)
+
+
+def test_a_weekday_written_in_full_is_described_without_failing() -> None:
+    # cron_descriptor refuses "sunday", which the schedule accepts: the words fall back to the expression.
+    schedule = Schedule.from_cron("0 3 * * sunday", UTC)
+    assert schedule.next_after(SUNDAY) == utc(2026, 2, 8, 3)
+    assert schedule.in_words() == "cron '0 3 * * sunday', in UTC"
+
+
+@pytest.mark.parametrize(
+    ("every", "after", "until", "limit"),
+    [
+        (timedelta(seconds=1), utc(2026, 1, 1), utc(2026, 1, 1, 0, 0, 10), 100),
+        (timedelta(seconds=1), utc(2026, 1, 1), utc(2026, 1, 1, 0, 0, 10), 3),
+        (timedelta(seconds=37), utc(2026, 1, 1, 0, 0, 5), utc(2026, 1, 1, 0, 30), 1000),
+        (timedelta(minutes=15), utc(2026, 1, 1, 0, 15), utc(2026, 1, 1, 0, 15), 5),  # (after, until] is empty
+        (timedelta(minutes=15), datetime(2026, 1, 1, 0, 14, 59, 500000, tzinfo=UTC), utc(2026, 1, 1, 1), 2),
+    ],
+)
+def test_interval_slots_between_are_counted_exactly_as_they_would_be_listed(
+    every: timedelta, after: datetime, until: datetime, limit: int
+) -> None:
+    schedule = Schedule.from_interval(every, UTC)
+    listed = [slot for slot in schedule.upcoming(after, 10_000) if slot <= until]
+    slots, dropped = schedule.slots_between(after, until, limit=limit)
+    assert slots == listed[-limit:]
+    assert dropped == (len(listed) > limit)
+
+
+def test_a_day_of_one_second_slots_is_counted_at_once() -> None:
+    schedule = Schedule.from_interval(timedelta(seconds=1), UTC)
+    slots, dropped = schedule.slots_between(utc(2026, 1, 1), utc(2026, 12, 31), limit=1000)
+    assert dropped and len(slots) == 1000 and slots[-1] == utc(2026, 12, 31)

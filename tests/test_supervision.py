@@ -53,7 +53,7 @@ def test_a_loop_that_raises_once_is_logged_by_name_restarted_and_healthy_again(
         await task
 
     asyncio.run(main())
-    [record] = [r for r in caplog.records if "background task" in r.getMessage()]
+    [record] = [r for r in caplog.records if "failed" in r.getMessage()]
     assert record.getMessage() == "background task 'sweep' failed (1 in a row); restarting it in 1s"
     assert record.exc_info is not None and "the reminder step broke" in str(record.exc_info[1])
     assert (turns, pauses, seen_down) == (2, [1.0], [True])
