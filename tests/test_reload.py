@@ -219,6 +219,35 @@ def test_bad_saves_of_every_kind_are_rejected_and_the_next_valid_edit_is_applied
     assert len([slot for slot in slots_of(simulator, "a") if edited[1.5] < slot < edited[6.0]]) >= 3  # ran on
 
 
+def test_a_file_written_in_two_halves_is_applied_once_whole_never_half(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    whole = (HEADER + job("a") + job("b")).encode()
+    cut = whole.index(b"[jobs.b]") + 5  # the second job's table header cut in two: invalid, and no job b
+
+    def first_half(path: Path) -> None:
+        with path.open("wb") as file:
+            file.write(whole[:cut])
+
+    def second_half(path: Path) -> None:
+        with path.open("ab") as file:
+            file.write(whole[cut:])
+
+    store, _ = run_with_edits(
+        tmp_path,
+        job("a"),
+        [(1.5, first_half), (1.7, second_half)],  # a slow copy: 200 ms between the two writes
+        simulator=simulator,
+        inbox=alert_inbox,
+        database_url=sqlite_url,
+        duration=5.0,
+    )
+
+    [change] = config_changes(store)  # the half file was never taken for a version, valid or not
+    assert change.valid and change.summary == "added: b"
+    assert not [t for t in alert_inbox.titles() if "config" in t]
+
+
 def test_a_version_that_removes_every_job_is_applied_but_warned_and_announced(
     tmp_path: Path,
     simulator: Simulator,
