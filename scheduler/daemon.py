@@ -530,7 +530,6 @@ class Daemon:
                 )
             self.metrics.config_reloads.labels("rejected").inc()
             return False
-        now = self.clock.now()  # after the settle time: a slot fired meanwhile belongs to the old version
         self.config_errors = []
         self._rejected_digest = None
         rejected = [key for key in self.incidents.open_problems() if key.startswith("config:")]
@@ -540,15 +539,13 @@ class Daemon:
             self.metrics.config_reloads.labels("unchanged").inc()
             return False
         redaction.register(new.secrets)
+        # Taken when the version is applied, with no wait before it: a slot fired until now (during the settle
+        # time, or while a solved alert was recorded) belonged to the previous version.
+        now = self.clock.now()
         diff = diff_configs(self.config, new)
-        if any(job.enabled for job in self.config.jobs.values()) and not any(job.enabled for job in new.jobs.values()):
-            await self.incidents.announce(
-                "every job removed",
-                f"{source.path} (version {new.digest}) has no enabled job left (was {len(self.config.jobs)}); "
-                "nothing will fire until jobs are added again. It is applied: if this is not what you meant, "
-                "restore the file.",
-                config=self.config,
-            )
+        empties = any(job.enabled for job in self.config.jobs.values()) and not any(
+            job.enabled for job in new.jobs.values()
+        )
         old, self.config = self.config, new
         for name in diff.removed:
             self._plan.pop(name, None)
@@ -565,6 +562,14 @@ class Daemon:
                 # From now on: a slot already fired is not fired again, the one due next is not skipped.
                 self._plan_next(job, after=now)
         self._wake.set()
+        if empties:  # told after it is applied: nothing of the old jobs may fire while people are told
+            await self.incidents.announce(
+                "every job removed",
+                f"{source.path} (version {new.digest}) has no enabled job left (was {len(old.jobs)}); nothing "
+                "will fire until jobs are added again. It is applied: if this is not what you meant, restore the "
+                "file.",
+                config=old,
+            )
         self.metrics.config_reloads.labels("applied").inc()
         logger.info("config %s applied (was %s): %s", new.digest, old.digest, diff.summary())
         restart_only = [key for key in diff.daemon if key != "alerts"]
