@@ -23,6 +23,7 @@ from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
 from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
+from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator, SimulatorConfig, running_simulator
 from scheduler.store import Fire, Store, create_db_engine, upgrade_database
 
@@ -67,6 +68,51 @@ def client(sim: Simulator) -> Iterator[httpx.Client]:
     """An HTTP client to ``sim``, with its key."""
     with httpx.Client(base_url=sim.base_url, headers={"X-CEKURA-API-KEY": "sim-key"}, timeout=5.0) as http:
         yield http
+
+
+def clean_environment(**settings: str) -> dict[str, str]:
+    """This process's environment without the machine's own CEKURA_* and SCHEDULER_* settings, plus ``settings``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
+    env.update(settings)
+    return env
+
+
+def run_environment(config: Path, database_url: str, simulator: Simulator, **settings: str) -> dict[str, str]:
+    """The environment of ``python -m scheduler run`` in a test: this simulator, this database, HTTP on a free port
+    (tests and replicas run side by side), plus ``settings``."""
+    defaults = {
+        "CEKURA_API_KEY": API_KEY,
+        "CEKURA_BASE_URL": simulator.base_url,
+        "SCHEDULER_CONFIG": str(config),
+        "SCHEDULER_DATABASE_URL": database_url,
+        "SCHEDULER_HTTP_ADDR": "127.0.0.1:0",
+    }
+    return clean_environment(**{**defaults, **settings})
+
+
+def claim_slot(
+    store: Store,
+    job: str = "nightly",
+    slot: datetime = datetime(2026, 11, 29, 3, 0, tzinfo=UTC),
+    *,
+    fired_at: datetime | None = None,
+    endpoint: str = "run_scenarios",
+    runs_requested: int = 1,
+    owner: str | None = None,
+    lease_until: datetime | None = None,
+) -> Fire | None:
+    """Claim a job's scheduled slot as the daemon does before it submits; None when it was claimed already."""
+    return store.claim(
+        job=job,
+        slot=slot,
+        trigger="schedule",
+        fired_at=fired_at or slot,
+        submission_name=submission_name(job, slot),
+        endpoint=endpoint,
+        runs_requested=runs_requested,
+        owner=owner,
+        lease_until=lease_until,
+    )
 
 
 def _postgres_schema_url(base: str) -> Iterator[str]:

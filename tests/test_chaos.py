@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import random
 import re
 import signal
@@ -37,7 +36,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from scheduler.simulator import Simulator, Submission
-from tests.conftest import API_KEY, POSTGRES_URL, _postgres_schema_url, wait_until
+from tests.conftest import API_KEY, POSTGRES_URL, _postgres_schema_url, run_environment, wait_until
 
 JOBS = ("alpha", "bravo", "charlie")
 SLOT = timedelta(seconds=1)
@@ -118,15 +117,7 @@ def unsettled(rows: list[Row]) -> list[Row]:
 
 
 def environment(config: Path, database_url: str, simulator: Simulator) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(
-        CEKURA_API_KEY=API_KEY,
-        CEKURA_BASE_URL=simulator.base_url,
-        SCHEDULER_CONFIG=str(config),
-        SCHEDULER_DATABASE_URL=database_url,
-        SCHEDULER_HTTP_ADDR="127.0.0.1:0",  # replicas on one machine: each its own free port
-    )
-    return env
+    return run_environment(config, database_url, simulator)  # replicas on one machine: each its own free port
 
 
 class Daemon:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -22,7 +21,7 @@ from click.testing import CliRunner
 from scheduler.cli import main
 from scheduler.simulator import Simulator
 from scheduler.web import WebServer
-from tests.conftest import API_KEY, wait_until
+from tests.conftest import API_KEY, clean_environment, run_environment, wait_until
 
 JOBS = """
 [daemon]
@@ -52,13 +51,10 @@ def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Comp
 
 def environment(tmp_path: Path, simulator: Simulator | None = None, **extra: str) -> dict[str, str]:
     (tmp_path / "jobs.toml").write_text(JOBS)
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"), SCHEDULER_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}")
-    env.update(SCHEDULER_HTTP_ADDR="127.0.0.1:0")  # `run` serves HTTP: a free port, not 8787 (parallel runs)
+    config, database = tmp_path / "jobs.toml", f"sqlite:///{tmp_path / 's.db'}"
     if simulator is not None:
-        env.update(CEKURA_API_KEY=API_KEY, CEKURA_BASE_URL=simulator.base_url)
-    env.update(extra)
-    return env
+        return run_environment(config, database, simulator, **extra)
+    return clean_environment(**{"SCHEDULER_CONFIG": str(config), "SCHEDULER_DATABASE_URL": database, **extra})
 
 
 def outcomes(database: Path) -> list[tuple[str, str | None]]:
@@ -198,7 +194,7 @@ def test_every_command_explains_itself() -> None:
 
 
 def test_demo_shows_fires_a_failure_alert_and_a_recovery(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
+    env = clean_environment()
     result = subprocess.run(
         [sys.executable, "-m", "scheduler", "demo", "--duration", "22"],
         env=env,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import re
 import signal
 import socket
@@ -33,11 +32,13 @@ from tests.conftest import (
     POSTGRES_URL,
     AlertInbox,
     _postgres_schema_url,
+    claim_slot,
     eventually,
     finished,
     make_daemon,
     prepare,
     run_daemon,
+    run_environment,
     submissions_by_name,
     wait_until,
 )
@@ -52,14 +53,11 @@ scenarios = [101]
 
 def claim_as_dead_process(store: Store, slot: datetime, job: str = "hourly") -> int:
     """The row a process leaves when it is killed between its claim and the recorded answer."""
-    fire = store.claim(
-        job=job,
-        slot=slot,
-        trigger="schedule",
-        fired_at=slot,
-        submission_name=submission_name(job, slot),
+    fire = claim_slot(
+        store,
+        job,
+        slot,
         endpoint="run_scenarios_livekit_v2",
-        runs_requested=1,
         owner="dead:1:0",
         lease_until=datetime.now(UTC) - timedelta(seconds=1),
     )
@@ -491,14 +489,7 @@ def test_sigterm_lets_submissions_in_flight_record_their_answer_and_hands_back_r
     simulator.config.run_duration = 30.0
     (tmp_path / "jobs.toml").write_text('[jobs.smoke]\nevery = "1s"\nagent = 12\nscenarios = [101]\n')
     database = tmp_path / "s.db"
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(
-        CEKURA_API_KEY=API_KEY,
-        CEKURA_BASE_URL=simulator.base_url,
-        SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"),
-        SCHEDULER_DATABASE_URL=f"sqlite:///{database}",
-        SCHEDULER_HTTP_ADDR="127.0.0.1:0",  # `run` serves HTTP: a free port, not 8787
-    )
+    env = run_environment(tmp_path / "jobs.toml", f"sqlite:///{database}", simulator)
 
     def claimed() -> list[int]:
         try:

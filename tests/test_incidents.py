@@ -7,7 +7,6 @@ received by a real local HTTP endpoint through Apprise's json:// target. Time is
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from scheduler.config import load_config
 from scheduler.daemon import Daemon
 from scheduler.simulator import Simulator
 from scheduler.store import Fire, Store
-from tests.conftest import HEADER, AlertInbox, prepare, submissions_by_name
+from tests.conftest import HEADER, AlertInbox, claim_slot, clean_environment, prepare, submissions_by_name
 
 START = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -68,15 +67,7 @@ class Harness:
 
     def claim(self, job: str = "nightly") -> Fire:
         """Claim the job's current slot, as the daemon does before submitting it."""
-        fire = self.store.claim(
-            job=job,
-            slot=self.slot,
-            trigger="schedule",
-            fired_at=self.slot,
-            submission_name=f"{job}@{self.slot:%Y-%m-%dT%H:%M:%SZ}",
-            endpoint="run_scenarios",
-            runs_requested=1,
-        )
+        fire = claim_slot(self.store, job, self.slot)
         assert fire is not None
         return fire
 
@@ -355,8 +346,7 @@ def test_a_pause_window_skips_slots_as_maintenance(run: Callable[..., Store], si
 
 def cli(tmp_path: Path, *args: str, inbox: AlertInbox) -> subprocess.CompletedProcess[str]:
     (tmp_path / "jobs.toml").write_text(HEADER + job_toml() + '\n[alerts.dead]\nurl = "json://127.0.0.1:9/x"\n')
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(
+    env = clean_environment(
         SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"),
         SCHEDULER_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}",
         INBOX=inbox.url,

@@ -10,6 +10,7 @@ import pytest
 
 from scheduler import redaction
 from scheduler.store import Store
+from tests.conftest import claim_slot
 
 
 def a_secret() -> str:
@@ -43,15 +44,7 @@ def test_errors_written_to_the_database_are_redacted(store: Store) -> None:
     key = a_secret()
     redaction.register([key])
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-    fire = store.claim(
-        job="nightly",
-        slot=now,
-        trigger="schedule",
-        fired_at=now,
-        submission_name="nightly@x",
-        endpoint="run_scenarios",
-        runs_requested=1,
-    )
+    fire = claim_slot(store, "nightly", now)
     assert fire is not None
     store.finish(fire.id, outcome="failed", at=now, error=f"Cekura said: bad key {key}")
     store.record_config_change(at=now, path="jobs.toml", digest="d", valid=False, summary=f"invalid {key}")

@@ -25,7 +25,16 @@ from sqlalchemy import select
 from scheduler.config import ConfigSource
 from scheduler.simulator import Simulator
 from scheduler.store import ConfigChange, ConfigChangeRow, Store
-from tests.conftest import API_KEY, HEADER, AlertInbox, make_daemon, prepare, submissions_by_name, wait_until
+from tests.conftest import (
+    HEADER,
+    AlertInbox,
+    clean_environment,
+    make_daemon,
+    prepare,
+    run_environment,
+    submissions_by_name,
+    wait_until,
+)
 
 Edit = tuple[float, Callable[[Path], None]]
 
@@ -279,8 +288,9 @@ def test_a_version_that_removes_every_job_is_applied_but_warned_and_announced(
 
 def test_jobs_command_says_the_file_is_invalid(tmp_path: Path) -> None:
     (tmp_path / "jobs.toml").write_text('[jobs.a]\nevery = "1m"\nagent = 1\nscenarios = [1]\nenabeld = true\n')
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"), SCHEDULER_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}")
+    env = clean_environment(
+        SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"), SCHEDULER_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "scheduler", "jobs"], env=env, capture_output=True, text=True, timeout=60
     )
@@ -293,14 +303,7 @@ def test_sighup_reloads_the_running_daemon(tmp_path: Path, simulator: Simulator)
     path = tmp_path / "jobs.toml"
     path.write_text(job("a", every="1h"))
     database = tmp_path / "s.db"
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(
-        CEKURA_API_KEY=API_KEY,
-        CEKURA_BASE_URL=simulator.base_url,
-        SCHEDULER_CONFIG=str(path),
-        SCHEDULER_DATABASE_URL=f"sqlite:///{database}",
-        SCHEDULER_HTTP_ADDR="127.0.0.1:0",  # `run` serves HTTP: a free port, not 8787
-    )
+    env = run_environment(path, f"sqlite:///{database}", simulator)
     process = subprocess.Popen([sys.executable, "-m", "scheduler", "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: database.exists(), timeout=20)

@@ -3,7 +3,6 @@ or an attacker could read it: the DEBUG log of the real daemon, a dump of its da
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import sqlite3
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from scheduler.simulator import Simulator
-from tests.conftest import API_KEY, wait_until
+from tests.conftest import run_environment, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -42,13 +41,10 @@ def test_a_secret_from_the_environment_shows_nowhere(tmp_path: Path, simulator: 
     simulator.config.behaviours = {101: ["fail"]}  # failures, so alerts are sent (and fail)
     config, database, log = tmp_path / "jobs.toml", tmp_path / "s.db", tmp_path / "daemon.log"
     config.write_text(GOOD)
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(
-        CEKURA_API_KEY=API_KEY,
-        CEKURA_BASE_URL=simulator.base_url,
-        SCHEDULER_CONFIG=str(config),
-        SCHEDULER_DATABASE_URL=f"sqlite:///{database}",
-        SCHEDULER_HTTP_ADDR="127.0.0.1:0",
+    env = run_environment(
+        config,
+        f"sqlite:///{database}",
+        simulator,
         SCHEDULER_LOG_LEVEL="DEBUG",
         HOOK_TOKEN=hook,
         EVERY_TOKEN=every,

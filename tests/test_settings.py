@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from scheduler.cli import main
 from scheduler.errors import SettingsError
 from scheduler.settings import load_settings
+from tests.conftest import clean_environment
 
 JOBS = '[jobs.smoke]\nevery = "1m"\nagent = 1\nscenarios = [101]\n\n[alerts.team]\nurl = "json://127.0.0.1:1/"\n'
 
@@ -137,9 +138,12 @@ def test_several_bad_settings_are_all_named_in_the_one_line(folder: Path) -> Non
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
     return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "scheduler", *args],
+        env=clean_environment(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

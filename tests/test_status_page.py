@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from scheduler.simulator import Simulator
-from tests.conftest import API_KEY, wait_until
+from tests.conftest import API_KEY, clean_environment, wait_until
 from tests.test_web import cli, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -93,8 +93,7 @@ def daemon(tmp_path: Path, simulator: Simulator) -> Iterator[tuple[str, dict[str
     simulator.config.behaviours = {203: ["pass", "pass", "fail", "pass", "fail", "fail", "pass"]}
     (tmp_path / "jobs.toml").write_text(JOBS)
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(
+    env = clean_environment(
         SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"),
         SCHEDULER_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}",
         SCHEDULER_HTTP_ADDR=f"127.0.0.1:{port}",

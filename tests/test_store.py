@@ -8,6 +8,7 @@ import pytest
 
 from scheduler.errors import StoreError
 from scheduler.store import RunRecord, Store, create_db_engine
+from tests.conftest import claim_slot
 
 SLOT = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 NOW = SLOT + timedelta(seconds=1)
@@ -21,17 +22,7 @@ def claim(
     owner: str | None = None,
     lease_until: datetime | None = None,
 ):
-    return store.claim(
-        job=job,
-        slot=slot,
-        trigger="schedule",
-        fired_at=NOW,
-        submission_name=f"{job}@{slot:%Y-%m-%dT%H:%M:%SZ}",
-        endpoint="run_scenarios",
-        runs_requested=2,
-        owner=owner,
-        lease_until=lease_until,
-    )
+    return claim_slot(store, job, slot, fired_at=NOW, runs_requested=2, owner=owner, lease_until=lease_until)
 
 
 def test_a_slot_is_claimed_once(store: Store) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -27,7 +26,7 @@ from scheduler.simulator import Simulator
 from scheduler.store import Store, create_db_engine
 from scheduler.supervision import Supervisor
 from scheduler.web import WebServer
-from tests.conftest import API_KEY, AlertInbox, make_daemon, prepare, wait_until
+from tests.conftest import API_KEY, AlertInbox, claim_slot, clean_environment, make_daemon, prepare, wait_until
 
 JOBS = """
 [jobs.nightly]
@@ -580,16 +579,7 @@ def test_secrets_in_errors_are_redacted_on_every_page_and_answer(
         async with serving(tmp_path, simulator, alert_inbox, sqlite_url, running=False) as (daemon, client):
             daemon.redact = masking  # type: ignore[method-assign]
             store, now = daemon.store, datetime.now(UTC)
-            fire = await asyncio.to_thread(
-                store.claim,
-                job="smoke",
-                slot=now,
-                trigger="schedule",
-                fired_at=now,
-                submission_name="smoke-1",
-                endpoint="run_scenarios",
-                runs_requested=1,
-            )
+            fire = await asyncio.to_thread(claim_slot, store, "smoke", now)
             assert fire is not None
             await asyncio.to_thread(
                 store.skip_claimed, fire.id, reason="lost", at=now, error=f"Cekura said: bad header {SECRET}"
@@ -751,15 +741,12 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def _cli_env(**settings: str) -> dict[str, str]:
     """This process's environment without its own settings, with these."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(settings)
-    return env
+    return clean_environment(**settings)
 
 
 def test_check_and_the_tables_against_a_running_daemon(tmp_path: Path, simulator: Simulator) -> None:
     (tmp_path / "jobs.toml").write_text('[daemon]\npoll_interval = "1s"\npoll_max_interval = "1s"\n' + JOBS)
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CEKURA_", "SCHEDULER_"))}
-    env.update(
+    env = clean_environment(
         SCHEDULER_CONFIG=str(tmp_path / "jobs.toml"),
         SCHEDULER_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}",
         SCHEDULER_HTTP_ADDR=f"127.0.0.1:{free_port()}",
