@@ -38,6 +38,7 @@ from scheduler.errors import ConfigError, SchedulerError, SettingsError, count_e
 from scheduler.schedules import format_duration, parse_duration
 from scheduler.settings import Settings, load_settings
 from scheduler.store import Fire, Hold, Store, create_db_engine, upgrade_database
+from scheduler.views import outcome_word as _fire_outcome
 
 logger = logging.getLogger("scheduler")
 
@@ -311,7 +312,7 @@ def jobs(fmt: str) -> None:
     The state says whether a job is enabled, and who paused or silenced it, why and until when.
     When the file is invalid, says so first: a running daemon keeps the last valid version until it is fixed.
     """
-    from scheduler.web import fire_as_dict
+    from scheduler.views import fire_as_dict
 
     settings = _settings()
     store = _store(settings)
@@ -439,14 +440,6 @@ def _print_table(columns: list[str], rows: list[list[str]]) -> None:
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
-def _fire_outcome(fire: Fire) -> str:
-    if fire.state == "skipped":
-        return f"skipped ({fire.skip_reason})"
-    if fire.outcome is None:
-        return "in flight" if fire.state == "submitted" else "claimed"
-    return fire.outcome
-
-
 @main.command()
 @click.argument("job")
 @click.option("--wait", is_flag=True, help="Follow the result until it has an outcome, and exit 1 if it failed.")
@@ -488,7 +481,7 @@ def _fire_line(fire: Fire) -> str:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def history(job: str | None, limit: int, fmt: str) -> None:
     """Show recent fires (of JOB, or of every job): slot, outcome and Cekura result id."""
-    from scheduler.web import fire_as_dict
+    from scheduler.views import fire_as_dict
 
     settings = _settings()
     fires = _store(settings).recent_fires(job=job, limit=limit)

@@ -20,13 +20,24 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from scheduler.alerts import AppriseSender
+from scheduler.cekura import CekuraClient
+from scheduler.config import Config, load_config
 from scheduler.daemon import Daemon
 from scheduler.errors import ConfigIssue, SchedulerError
 from scheduler.simulator import Simulator
 from scheduler.store import Store, create_db_engine
-from scheduler.supervision import Supervisor
 from scheduler.web import WebServer
-from tests.conftest import API_KEY, AlertInbox, claim_slot, clean_environment, make_daemon, prepare, wait_until
+from tests.conftest import (
+    API_KEY,
+    HEADER,
+    AlertInbox,
+    claim_slot,
+    clean_environment,
+    make_daemon,
+    prepare,
+    wait_until,
+)
 
 JOBS = """
 [jobs.nightly]
@@ -42,6 +53,21 @@ scenarios = [101]
 """
 
 TOKEN = "a-long-random-token-0123456789"
+SECRET = "s3cr3t-from-env-0xBEEF"
+# A channel whose URL holds a secret from the environment: the daemon then hides it wherever it shows text.
+HOOK = '\n[alerts.hook]\nurl = "json://127.0.0.1:1/${HOOK_TOKEN}"\n'
+# Leases of 2 s: the daemon sweeps every second, and so reads its open incidents again.
+SWEEPING = HEADER.replace("[daemon]\n", '[daemon]\nlease = "2s"\n')
+
+
+def prepare_with_secret(
+    tmp_path: Path, inbox: AlertInbox, database_url: str, *, header: str = HEADER
+) -> tuple[Config, Store]:
+    """``prepare``, with ``SECRET`` in the config (through ``${HOOK_TOKEN}``), so that the daemon knows it."""
+    _, store = prepare(tmp_path, JOBS, inbox=inbox, database_url=database_url, header=header)
+    path = tmp_path / "jobs.toml"
+    path.write_text(header + JOBS + HOOK)
+    return load_config(path, env={"INBOX": inbox.url, "HOOK_TOKEN": SECRET}), store
 
 
 @contextlib.asynccontextmanager
@@ -53,10 +79,18 @@ async def serving(
     *,
     token: str | None = None,
     running: bool = True,
+    header: str = HEADER,
+    secret: bool = False,
     **web_options: Any,
 ) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
-    """A daemon (running, or only constructed) with its HTTP server on 127.0.0.1, and a client for it."""
-    config, store = prepare(tmp_path, JOBS, inbox=inbox, database_url=database_url)
+    """A daemon (running, or only constructed) with its HTTP server on 127.0.0.1, and a client for it.
+
+    ``secret`` puts ``SECRET`` in its config; ``header`` replaces the config's ``[daemon]`` and channels.
+    """
+    if secret:
+        config, store = prepare_with_secret(tmp_path, inbox, database_url, header=header)
+    else:
+        config, store = prepare(tmp_path, JOBS, inbox=inbox, database_url=database_url, header=header)
     async with httpx.AsyncClient(timeout=5.0) as cekura_http:
         daemon = make_daemon(config, store, cekura_http, simulator)
         async with serving_daemon(daemon, token=token, running=running, **web_options) as client:
@@ -136,14 +170,6 @@ def test_health_readiness_and_metrics_of_a_running_daemon(
     asyncio.run(scenario())
 
 
-SECRET = "s3cr3t-from-env-0xBEEF"
-
-
-def masking(text: str) -> str:
-    """What Daemon.redact does with a secret it knows."""
-    return text.replace(SECRET, "***")
-
-
 def test_healthz_names_a_loop_that_fails_and_is_503_until_it_turns_again(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
@@ -167,65 +193,72 @@ def test_healthz_names_a_loop_that_fails_and_is_503_until_it_turns_again(
         await asyncio.Event().wait()
 
     async def scenario() -> None:
-        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, token=TOKEN, running=False) as (
-            daemon,
-            client,
-        ):
-            daemon.clock = clock
-            daemon.redact = masking  # type: ignore[method-assign]
-            supervisor = daemon.supervisor = Supervisor(clock=clock.now, sleep=pause_before_restarting)
-            bearer = {"Authorization": f"Bearer {TOKEN}"}
+        config, store = prepare_with_secret(tmp_path, alert_inbox, sqlite_url)
+        async with httpx.AsyncClient(timeout=5.0) as cekura_http:
+            cekura = CekuraClient(http=cekura_http, base_url=simulator.base_url, api_key=SecretStr(API_KEY))
+            daemon = Daemon(
+                config=config,
+                store=store,
+                cekura=cekura,
+                alerts=AppriseSender(),
+                clock=clock,
+                sleep=pause_before_restarting,
+            )
+            async with serving_daemon(daemon, token=TOKEN, running=False) as client:
+                await watch(daemon, client)
+
+    async def watch(daemon: Daemon, client: httpx.AsyncClient) -> None:
+        supervisor = daemon.supervisor  # the daemon's own, on the test's clock, pausing until told to restart
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        answer = await client.get("/healthz")
+        assert answer.status_code == 503 and answer.json()["status"] == "not started"
+
+        tasks = [
+            supervisor.start("timer", timer, stale_after=timedelta(seconds=30)),
+            supervisor.start("sweep", sweep, stale_after=timedelta(seconds=90)),
+        ]
+        try:
+            await until(lambda: supervisor.stale() == ["sweep"])
+            answer = await client.get("/healthz", headers=bearer)
+            assert answer.status_code == 503, answer.text
+            health = answer.json()
+            assert health["status"] == "stale" and health["stale"] == ["sweep"]
+            loops = {loop["name"]: loop for loop in health["loops"]}
+            assert loops["timer"]["ok"] is True and loops["sweep"]["ok"] is False
+            assert loops["sweep"]["failures"] == 1
+            assert loops["sweep"]["last_error"] == "RuntimeError: cannot reach https://hooks.example/***"
+            # Open to anyone, but the errors are for those with the token.
+            anonymous = (await client.get("/healthz")).json()
+            assert anonymous["stale"] == ["sweep"] and "hooks.example" not in json.dumps(anonymous)
+
+            port = str(client.base_url.port)
+            env = _cli_env(SCHEDULER_HTTP_ADDR=f"127.0.0.1:{port}", SCHEDULER_HTTP_TOKEN=TOKEN)
+            checked = await asyncio.to_thread(cli, "check", env=env)
+            assert checked.returncode == 1
+            assert "background task down or stale: sweep (failed 1 time: RuntimeError: cannot reach" in (checked.stderr)
+            assert SECRET not in checked.stderr
+
+            page = (await client.get("/", headers=bearer)).text
+            banner = page.split('id="loops-down"')[1].split("</div>")[0]
+            assert "<b>sweep</b> down, restarting (1 failure in a row)" in banner and "hooks.example/***" in banner
+            assert SECRET not in page
+
+            restart.set()
+            await until(lambda: supervisor.stale() == [])
             answer = await client.get("/healthz")
-            assert answer.status_code == 503 and answer.json()["status"] == "not started"
+            assert answer.status_code == 200 and answer.json()["status"] == "ok"
+            assert 'id="loops-down"' not in (await client.get("/", headers=bearer)).text
+            assert (await asyncio.to_thread(cli, "check", env=env)).returncode == 0
 
-            tasks = [
-                supervisor.start("timer", timer, stale_after=timedelta(seconds=30)),
-                supervisor.start("sweep", sweep, stale_after=timedelta(seconds=90)),
-            ]
-            try:
-                await until(lambda: supervisor.stale() == ["sweep"])
-                answer = await client.get("/healthz", headers=bearer)
-                assert answer.status_code == 503, answer.text
-                health = answer.json()
-                assert health["status"] == "stale" and health["stale"] == ["sweep"]
-                loops = {loop["name"]: loop for loop in health["loops"]}
-                assert loops["timer"]["ok"] is True and loops["sweep"]["ok"] is False
-                assert loops["sweep"]["failures"] == 1
-                assert loops["sweep"]["last_error"] == "RuntimeError: cannot reach https://hooks.example/***"
-                # Open to anyone, but the errors are for those with the token.
-                anonymous = (await client.get("/healthz")).json()
-                assert anonymous["stale"] == ["sweep"] and "hooks.example" not in json.dumps(anonymous)
-
-                port = str(client.base_url.port)
-                env = _cli_env(SCHEDULER_HTTP_ADDR=f"127.0.0.1:{port}", SCHEDULER_HTTP_TOKEN=TOKEN)
-                checked = await asyncio.to_thread(cli, "check", env=env)
-                assert checked.returncode == 1
-                assert "background task down or stale: sweep (failed 1 time: RuntimeError: cannot reach" in (
-                    checked.stderr
-                )
-                assert SECRET not in checked.stderr
-
-                page = (await client.get("/", headers=bearer)).text
-                banner = page.split('id="loops-down"')[1].split("</div>")[0]
-                assert "<b>sweep</b> down, restarting (1 failure in a row)" in banner and "hooks.example/***" in banner
-                assert SECRET not in page
-
-                restart.set()
-                await until(lambda: supervisor.stale() == [])
-                answer = await client.get("/healthz")
-                assert answer.status_code == 200 and answer.json()["status"] == "ok"
-                assert 'id="loops-down"' not in (await client.get("/", headers=bearer)).text
-                assert (await asyncio.to_thread(cli, "check", env=env)).returncode == 0
-
-                clock.advance(31)  # the timer has not turned for longer than its 30 s
-                answer = await client.get("/healthz")
-                assert answer.status_code == 503 and answer.json()["stale"] == ["timer"]
-                checked = await asyncio.to_thread(cli, "check", env=env)
-                assert "down or stale: timer (last turned at 2026-03-02T09:00:00Z)" in checked.stderr
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            clock.advance(31)  # the timer has not turned for longer than its 30 s
+            answer = await client.get("/healthz")
+            assert answer.status_code == 503 and answer.json()["stale"] == ["timer"]
+            checked = await asyncio.to_thread(cli, "check", env=env)
+            assert "down or stale: timer (last turned at 2026-03-02T09:00:00Z)" in checked.stderr
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(scenario())
 
@@ -482,35 +515,48 @@ def test_without_a_token_it_answers_local_names_and_same_origin_posts_only(
 def test_the_status_page_shows_outcomes_incidents_and_buttons(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
-    simulator.config.behaviours = {101: ["pass", "fail"]}
+    simulator.config.behaviours = {101: ["pass", *["fail"] * 100]}  # one pass, then an incident that stays open
 
     async def scenario() -> None:
-        async with serving(tmp_path, simulator, alert_inbox, sqlite_url) as (daemon, client):
+        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, header=SWEEPING) as (daemon, client):
 
             async def both_outcomes() -> bool:
                 fires = (await client.get("/api/jobs/smoke/fires?limit=50")).json()["fires"]
                 return {"passed", "failed"} <= {fire["outcome"] for fire in fires}
 
             await eventually(both_outcomes)
-            # What issue 5's Daemon.open_incidents gives is shown in the row of its job.
-            incident = {"scope": "job", "subject": "smoke", "detail": "smoke failing\nmore", "opened_at": "09:00"}
-            problem = {"scope": "daemon", "subject": "Cekura rejects the API key", "detail": "401", "opened_at": None}
-            daemon.open_incidents = lambda: [incident, problem]  # type: ignore[method-assign]
+            await daemon.incidents.problem("the config folder is not readable", "permission denied")
+
+            async def both_incidents() -> bool:
+                return {incident.scope for incident in daemon.open_incidents()} == {"job", "daemon"}
+
+            await eventually(both_incidents)  # read again at the daemon's next sweep
             page = (await client.get("/")).text
             listed = {job["name"]: job for job in (await client.get("/api/jobs")).json()["jobs"]}
-            assert listed["smoke"]["open_incident"] == incident and listed["nightly"]["open_incident"] is None
-        assert "Open incidents of the daemon" in page and "Cekura rejects the API key" in page
+            incident = listed["smoke"]["open_incident"]
+            assert (incident["scope"], incident["subject"], incident["channel"]) == ("job", "smoke", "team")
+            assert datetime.fromisoformat(incident["opened_at"]) <= datetime.now(UTC)
+            assert incident["opened_at"].endswith("Z") and incident["resolved_at"] is None
+            assert listed["nightly"]["open_incident"] is None
+        assert "Open incidents of the daemon" in page and "the config folder is not readable" in page
         assert '<meta http-equiv="refresh"' in page and 'name="viewport"' in page
         smoke = page.split('data-job="smoke"')[1].split("</tr>")[0]
         assert 'class="m passed"' in smoke and 'class="m failed"' in smoke
         assert "Every second" in smoke and "result 90" in smoke  # tooltips: slot, outcome, result id
         assert smoke.count('class="m ') <= 20
-        assert "smoke failing" in smoke and "since 09:00" in smoke
+        since = datetime.fromisoformat(incident["failing_since"] or incident["opened_at"])
+        assert f'<span class="pill bad">incident</span> open<br><small>since {since:%Y-%m-%d %H:%M} UTC' in smoke
         assert 'data-action="trigger"' in smoke and 'data-action="pause"' in smoke
         nightly = page.split('data-job="nightly"')[1].split("</tr>")[0]
         assert "At 03:00, every day, in America/New_York" in nightly and "no fires yet" in nightly
+        assert 'class="incident"' not in nightly
 
     asyncio.run(scenario())
+
+
+def zulu(instant: datetime) -> str:
+    """How the API writes an instant: ISO 8601 in UTC with a Z."""
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def test_pauses_and_silences_show_who_why_since_and_until(
@@ -542,12 +588,12 @@ def test_pauses_and_silences_show_who_why_since_and_until(
                 "by": "alice (127.0.0.1)",
                 "reason": "<b>agent redeploy</b>",
                 "since": nightly["pause"]["since"],
-                "until": until.isoformat(),
+                "until": zulu(until),
             }
             assert abs(datetime.fromisoformat(nightly["pause"]["since"]) - now) < timedelta(seconds=5)
-            assert nightly["silence"] == {"by": "bob", "reason": "outage", "since": now.isoformat(), "until": None}
+            assert nightly["silence"] == {"by": "bob", "reason": "outage", "since": zulu(now), "until": None}
             assert smoke["paused"] is False and smoke["pause"] is None
-            assert smoke["silenced"] is True and smoke["silence"]["until"] == until.isoformat()
+            assert smoke["silenced"] is True and smoke["silence"]["until"] == zulu(until)
 
             page = (await client.get("/")).text
             row = page.split('data-job="nightly"')[1].split("</tr>")[0]
@@ -576,41 +622,58 @@ def test_secrets_in_errors_are_redacted_on_every_page_and_answer(
     """Fire errors, config problems, incidents and database errors reach the web through Daemon.redact."""
 
     async def scenario() -> None:
-        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, running=False) as (daemon, client):
-            daemon.redact = masking  # type: ignore[method-assign]
+        async with serving(
+            tmp_path, simulator, alert_inbox, sqlite_url, running=False, header=SWEEPING, secret=True
+        ) as (daemon, client):
             store, now = daemon.store, datetime.now(UTC)
-            fire = await asyncio.to_thread(claim_slot, store, "smoke", now)
+            fire = await asyncio.to_thread(claim_slot, store, "nightly", now)
             assert fire is not None
             await asyncio.to_thread(
                 store.skip_claimed, fire.id, reason="lost", at=now, error=f"Cekura said: bad header {SECRET}"
             )
-            daemon.config_errors = [
-                ConfigIssue(path="jobs.toml", line=9, column=8, job="smoke", message=f"invalid duration {SECRET!r}")
-            ]
-            incident = {"scope": "job", "subject": "smoke", "detail": f"alert to slack://{SECRET}@x failed"}
-            daemon.open_incidents = lambda: [incident]  # type: ignore[method-assign]
+            await asyncio.to_thread(
+                store.open_incident,
+                scope="job",
+                subject="nightly",
+                channels=["team"],
+                at=now,
+                detail=f"alert to slack://{SECRET}@x failed",
+                notice=None,
+            )
 
-            answers = {
-                path: await client.get(path)
-                for path in ("/", "/api/jobs", "/api/jobs/smoke/fires", f"/api/fires/{fire.id}", "/readyz")
-            }
+            async def incident_shown() -> bool:
+                return bool(daemon.open_incidents())
+
+            stop = asyncio.Event()
+            running = asyncio.create_task(daemon.run(stop))  # started now: its first sweep reads the incident
+            try:
+                await eventually(incident_shown)
+                daemon.config_errors = [
+                    ConfigIssue(path="jobs.toml", line=9, column=8, job="smoke", message=f"invalid duration {SECRET!r}")
+                ]
+                answers = {
+                    path: await client.get(path)
+                    for path in ("/", "/api/jobs", "/api/jobs/nightly/fires", f"/api/fires/{fire.id}", "/readyz")
+                }
+            finally:
+                stop.set()
+                await running
             for path, answer in answers.items():
                 assert SECRET not in answer.text, path
             assert answers[f"/api/fires/{fire.id}"].json()["error"] == "Cekura said: bad header ***"
             assert answers["/readyz"].json()["errors"][0]["message"] == "invalid duration '***'"
-            smoke = next(job for job in answers["/api/jobs"].json()["jobs"] if job["name"] == "smoke")
-            assert smoke["open_incident"]["detail"] == "alert to slack://***@x failed"
-            assert smoke["last_fire"]["error"] == "Cekura said: bad header ***"
+            nightly = next(job for job in answers["/api/jobs"].json()["jobs"] if job["name"] == "nightly")
+            assert nightly["open_incident"]["detail"] == "alert to slack://***@x failed"
+            assert nightly["last_fire"]["error"] == "Cekura said: bad header ***"
             page = answers["/"].text
             assert "invalid duration &#x27;***&#x27;" in page and "bad header ***" in page and "slack://***@x" in page
 
         # The database's own error, when it cannot be reached, goes through it too.
-        config, _ = prepare(tmp_path, JOBS, inbox=alert_inbox, database_url=sqlite_url)
+        config, _ = prepare_with_secret(tmp_path, alert_inbox, sqlite_url)
         engine = create_db_engine(f"postgresql+psycopg://{SECRET}@127.0.0.1:1/nothing?connect_timeout=2")
         try:
             async with httpx.AsyncClient(timeout=5.0) as cekura_http:
                 daemon = make_daemon(config, Store(engine=engine), cekura_http, simulator)
-                daemon.redact = masking  # type: ignore[method-assign]
                 async with serving_daemon(daemon, running=False) as client:
                     for path in ("/", "/api/jobs", "/readyz", "/api/jobs/smoke/fires"):
                         assert SECRET not in (await client.get(path)).text, path
