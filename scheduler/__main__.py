@@ -1,5 +1,5 @@
 """``python -m scheduler`` is ``cekura-scheduler``."""
 
-from scheduler.health import main
+from scheduler.cli import main
 
 main()

@@ -1,7 +1,7 @@
 """``cekura-scheduler check``: ask the running daemon's /healthz, for Docker's HEALTHCHECK and other probes.
 
-Kept apart from the command line module so a probe every 30 s loads only the settings and the standard
-library, not the daemon (a tenth of the CPU).
+Imported by the ``check`` command alone, so a probe every 30 s loads only the settings and the standard library,
+not the daemon (a tenth of the CPU).
 """
 
 from __future__ import annotations
@@ -77,16 +77,3 @@ def check(timeout: float = 5.0) -> int:
         return 1
     print(f"ok: {url}")
     return 0
-
-
-def main() -> None:
-    """The console entry point: `check` is answered here; every other command goes to the full CLI."""
-    args = sys.argv[1:]
-    if args[:1] == ["check"] and not {"--help", "-h"} & set(args):
-        timeout = 5.0
-        if "--timeout" in args[1:-1]:
-            timeout = float(args[args.index("--timeout") + 1])
-        sys.exit(check(timeout))
-    from scheduler.cli import main as cli
-
-    cli()

@@ -350,3 +350,26 @@ def test_forwarded_headers_count_only_when_the_setting_says_a_proxy_is_in_front(
             timeout=10,
         )
     assert answer.status_code == (200 if trusted else 403), answer.text
+
+
+def test_check_with_a_timeout_that_is_not_a_number_is_a_usage_error(tmp_path: Path) -> None:
+    result = cli("check", "--timeout", "abc", env=environment(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == ["Error: Invalid value for '--timeout': 'abc' is not a valid float."], result.stderr
+    assert result.stdout == ""
+
+
+def test_check_loads_neither_the_daemon_nor_the_database(tmp_path: Path) -> None:
+    """Docker asks every 30 s: the probe must stay cheap."""
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from scheduler.cli import main\n"
+        "result = CliRunner().invoke(main, ['check', '--timeout', '0.5'])\n"
+        "heavy = ('scheduler.daemon', 'scheduler.store', 'sqlalchemy', 'aiohttp', 'apprise', 'rich', 'httpx')\n"
+        "print(result.exit_code, sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    env = environment(tmp_path, SCHEDULER_HTTP_ADDR=f"127.0.0.1:{free_port()}")
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "1 []", result.stderr  # nobody listens: unhealthy, and nothing heavy loaded

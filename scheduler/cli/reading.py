@@ -1,0 +1,228 @@
+"""The commands that read: ``validate`` a jobs.toml, list the ``jobs``, show the ``history`` of fires."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scheduler import redaction
+from scheduler.cli import common
+from scheduler.config import Job, load_config
+from scheduler.errors import ConfigError, count_errors
+from scheduler.schedules import format_duration
+from scheduler.store import Hold
+from scheduler.views import fire_as_dict, hold_as_dict, iso, longest_holds, outcome_word
+
+
+def _job_summary(job: Job, now: datetime, count: int) -> dict[str, Any]:
+    """What validate says of one job: its schedule in words, its next fires, and what it will cost."""
+    month = job.schedule.fires_between(now, now + timedelta(days=30)) if job.enabled else 0
+    upcoming = job.schedule.upcoming(now, count) if job.enabled else []
+    return {
+        "name": job.name,
+        "enabled": job.enabled,
+        "schedule": job.schedule.in_words(),
+        "cron": job.cron,
+        "every": format_duration(job.every) if job.every else None,
+        "timezone": str(job.timezone),
+        "endpoint": job.endpoint,
+        "agent": job.agent,
+        "runs_per_fire": job.runs_per_fire,
+        "runs_per_day": round(month * job.runs_per_fire / 30, 1),
+        "runs_per_month": month * job.runs_per_fire,
+        "next": [{"local": slot.astimezone(job.timezone).isoformat(), "utc": iso(slot)} for slot in upcoming],
+    }
+
+
+@click.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--count", default=5, show_default=True, help="How many upcoming fire times to show per job.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def validate(path: Path | None, count: int, fmt: str) -> None:
+    """Check a jobs.toml (default SCHEDULER_CONFIG): every error with its place, else each job's schedule in
+    words, its next fire times and the Cekura runs it will create. Exits 1 when the file has errors."""
+    target = path or common.read_settings().config_path
+    try:
+        config = load_config(target, env=os.environ)
+    except ConfigError as error:
+        if fmt == "json":
+            click.echo(
+                json.dumps(
+                    {"file": str(target), "valid": False, "errors": [issue.as_dict() for issue in error.issues]},
+                    indent=2,
+                )
+            )
+        else:
+            for issue in error.issues:
+                click.echo(f"error: {issue}", err=True)
+            click.echo(f"{target}: {count_errors(error.issues)}", err=True)
+        raise click.exceptions.Exit(1) from None
+    now = datetime.now(UTC)
+    summaries = [_job_summary(job, now, count) for job in config.jobs.values()]
+    per_day = round(sum(item["runs_per_day"] for item in summaries), 1)
+    per_month = sum(item["runs_per_month"] for item in summaries)
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "file": str(config.path),
+                    "valid": True,
+                    "errors": [],
+                    "jobs": summaries,
+                    "runs_per_day": per_day,
+                    "runs_per_month": per_month,
+                },
+                indent=2,
+            )
+        )
+        return
+    for item in summaries:
+        state = "" if item["enabled"] else " (disabled: never fires)"
+        click.echo(f"{item['name']}{state}: {item['schedule']}")
+        agent = f", agent {item['agent']}" if item["agent"] is not None else ""
+        click.echo(
+            f"  {item['endpoint']}{agent}; {item['runs_per_fire']} runs per fire, "
+            f"~{item['runs_per_day']:g} runs/day, {item['runs_per_month']} runs/month"
+        )
+        job = config.jobs[item["name"]]
+        for slot in job.schedule.upcoming(now, count) if job.enabled else []:
+            click.echo(f"  next: {slot.astimezone(job.timezone):%a %Y-%m-%d %H:%M %Z}  ({slot:%Y-%m-%d %H:%M} UTC)")
+    click.echo(
+        f"{config.path}: valid; {len(config.jobs)} jobs, {len(config.channels)} alert channels; "
+        f"~{per_day:g} Cekura runs per day, {per_month} per month (next 30 days)"
+    )
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def jobs(fmt: str) -> None:
+    """List the jobs of SCHEDULER_CONFIG: schedule, state, next fire and last outcome.
+
+    The state says whether a job is enabled, and who paused or silenced it, why and until when.
+    When the file is invalid, says so first: a running daemon keeps the last valid version until it is fixed.
+    """
+    settings = common.read_settings()
+    store = common.open_store(settings)
+    last = store.last_fires_by_job()
+    now = datetime.now(UTC)
+    holds = longest_holds(store.active_holds(at=now))
+    try:
+        config = load_config(settings.config_path, env=os.environ)
+    except ConfigError as error:
+        applied = store.latest_config_change()
+        if fmt == "json":
+            common.echo_json(
+                {
+                    "file": str(settings.config_path),
+                    "valid": False,
+                    "errors": [issue.as_dict() for issue in error.issues],
+                    "jobs": [{"name": name, "last_fire": fire_as_dict(fire)} for name, fire in sorted(last.items())],
+                }
+            )
+            raise click.exceptions.Exit(1) from None
+        click.echo(
+            f"CONFIG INVALID: {settings.config_path} has {count_errors(error.issues)}; a running daemon keeps "
+            "the last valid version" + (f" (checked {applied.at:%Y-%m-%d %H:%M:%S} UTC)" if applied else "")
+        )
+        for issue in error.issues:
+            click.echo(f"  {issue}")
+        common.print_table(
+            ["job", "last", "slot"],
+            [[name, outcome_word(newest), common.when(newest.slot)] for name, newest in sorted(last.items())],
+        )
+        raise click.exceptions.Exit(1) from None
+    items = []
+    for job in config.jobs.values():
+        fire = last.get(job.name)
+        upcoming = job.schedule.next_after(now) if job.enabled else None
+        items.append((job, fire, upcoming))
+    if fmt == "json":
+        common.echo_json(
+            {
+                "file": str(config.path),
+                "valid": True,
+                "errors": [],
+                "jobs": [
+                    {
+                        "name": job.name,
+                        "schedule": job.schedule.in_words(),
+                        "describe": job.schedule.describe(),
+                        "timezone": str(job.timezone),
+                        "enabled": job.enabled,
+                        "paused": (job.name, "pause") in holds,
+                        "pause": hold_as_dict(holds.get((job.name, "pause"))),
+                        "silenced": (job.name, "silence") in holds,
+                        "silence": hold_as_dict(holds.get((job.name, "silence"))),
+                        "next_fire": iso(upcoming),
+                        "last_outcome": outcome_word(fire) if fire else None,
+                        "last_fire": fire_as_dict(fire) if fire else None,
+                    }
+                    for job, fire, upcoming in items
+                ],
+            }
+        )
+        return
+    common.print_table(
+        ["job", "state", "schedule", "next fire", "last"],
+        [
+            [
+                job.name,
+                _job_state(job, holds, now),
+                job.schedule.describe(),
+                common.when(upcoming, job.timezone) if upcoming else "-",
+                outcome_word(fire) if fire else "never fired",
+            ]
+            for job, fire, upcoming in items
+        ],
+    )
+
+
+def _job_state(job: Job, holds: dict[tuple[str, str], Hold], now: datetime) -> str:
+    """``enabled``, ``disabled``, ``paused (by ana until 14:00 UTC: deploy)``, ``enabled, silenced (...)``."""
+    pause, silence = holds.get((job.name, "pause")), holds.get((job.name, "silence"))
+    states = [] if job.enabled and pause else ["enabled" if job.enabled else "disabled"]
+    states += [_hold_words(word, hold, now) for word, hold in (("paused", pause), ("silenced", silence)) if hold]
+    return ", ".join(states)
+
+
+def _hold_words(word: str, hold: Hold, now: datetime) -> str:
+    until = ""
+    if hold.until is not None:
+        end = hold.until.astimezone(UTC)
+        until = f" until {end:%H:%M} UTC" if end.date() == now.date() else f" until {end:%Y-%m-%d %H:%M} UTC"
+    reason = f": {hold.reason}" if hold.reason else ""
+    return f"{word} (by {hold.created_by}{until}{reason})"
+
+
+@click.command()
+@click.argument("job", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many fires to show.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def history(job: str | None, limit: int, fmt: str) -> None:
+    """Show recent fires (of JOB, or of every job): slot, outcome and Cekura result id."""
+    settings = common.read_settings()
+    fires = common.open_store(settings).recent_fires(job=job, limit=limit)
+    if fmt == "json":
+        common.echo_json([fire_as_dict(fire, redact=redaction.redact) for fire in fires])
+    elif not fires:
+        click.echo("no fires recorded yet")
+    else:
+        common.print_table(
+            ["id", "job", "slot", "outcome", "result", "error"],
+            [
+                [
+                    str(fire.id),
+                    fire.job,
+                    common.when(fire.slot),
+                    outcome_word(fire),
+                    str(fire.result_id) if fire.result_id is not None else "-",
+                    fire.error or "",
+                ]
+                for fire in fires
+            ],
+        )
