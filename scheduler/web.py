@@ -229,60 +229,60 @@ class WebServer:
 
     async def status_page(self, request: web.Request) -> web.Response:
         """Every job at a glance; refreshes itself."""
-        return _html(render(await self._snapshot(request)))
+        return _html(render(await snapshot(self.daemon, self.api, request, refresh=self.refresh)))
 
-    async def _snapshot(self, request: web.Request) -> Snapshot:
-        """What the page shows now, every text of the daemon's through ``Daemon.redact``."""
-        daemon, redact = self.daemon, self.daemon.redact
-        now, problem, loops = daemon.clock.now(), None, daemon.loop_health()
-        try:
-            reading = await self.api.read(history=HISTORY)
-            holds, recent, incidents = reading.holds, reading.recent, reading.incidents
-        except StoreError as error:
-            holds, recent, incidents, problem = {}, {}, self.api.incidents(), redact(str(error))
 
-        def masked(fires: list[Fire]) -> list[Fire]:
-            return [replace(fire, error=redact(fire.error)) if fire.error else fire for fire in fires]
+async def snapshot(daemon: Daemon, api: Api, request: web.Request, *, refresh: int) -> Snapshot:
+    """What the status page shows now, every text of the daemon's through ``Daemon.redact``."""
+    redact = daemon.redact
+    now, problem, loops = daemon.clock.now(), None, daemon.loop_health()
+    try:
+        reading = await api.read(history=HISTORY)
+        holds, recent, incidents = reading.holds, reading.recent, reading.incidents
+    except StoreError as error:
+        holds, recent, incidents, problem = {}, {}, api.incidents(), redact(str(error))
 
-        def shown(items: list[Incident]) -> list[Incident]:
-            return [replace(item, subject=redact(item.subject), detail=redact(item.detail)) for item in items]
+    def masked(fires: list[Fire]) -> list[Fire]:
+        return [replace(fire, error=redact(fire.error)) if fire.error else fire for fire in fires]
 
-        rows = [
-            JobRow(
-                job=job,
-                next_fire=next_fire(daemon, job, now),
-                holds=[hold for kind in ("pause", "silence") if (hold := holds.get((job.name, kind))) is not None],
-                fires=[
-                    replace(fire, error=redact(fire.error)) if fire.error else fire for fire in recent.get(job.name, [])
-                ],
-                incidents=shown(incidents.get(job.name, [])),
-            )
-            for job in daemon.config.jobs.values()
-        ]
-        return Snapshot(
-            now=now,
-            version=__version__,
-            owner=daemon.owner,
-            started_at=daemon.started_at,
-            ticked_at=daemon.ticked_at,
-            config_path=str(daemon.config.path),
-            config_digest=daemon.config.digest,
-            config_errors=[redact(str(issue)) for issue in daemon.config_errors],
-            loops=[replace(loop, last_error=redact(loop.last_error)) if loop.last_error else loop for loop in loops],
-            jobs=rows,
-            daemon_incidents=shown(incidents.get("", [])),
-            database_problem=problem,
-            notice=self._notice(request),
-            refresh=self.refresh,
+    def shown(items: list[Incident]) -> list[Incident]:
+        return [replace(item, subject=redact(item.subject), detail=redact(item.detail)) for item in items]
+
+    rows = [
+        JobRow(
+            job=job,
+            next_fire=next_fire(daemon, job, now),
+            holds=[hold for kind in ("pause", "silence") if (hold := holds.get((job.name, kind))) is not None],
+            fires=masked(recent.get(job.name, [])),
+            incidents=shown(incidents.get(job.name, [])),
         )
+        for job in daemon.config.jobs.values()
+    ]
+    return Snapshot(
+        now=now,
+        version=__version__,
+        owner=daemon.owner,
+        started_at=daemon.started_at,
+        ticked_at=daemon.ticked_at,
+        config_path=str(daemon.config.path),
+        config_digest=daemon.config.digest,
+        config_errors=[redact(str(issue)) for issue in daemon.config_errors],
+        loops=[replace(loop, last_error=redact(loop.last_error)) if loop.last_error else loop for loop in loops],
+        jobs=rows,
+        daemon_incidents=shown(incidents.get("", [])),
+        database_problem=problem,
+        notice=_notice(daemon, request),
+        refresh=refresh,
+    )
 
-    def _notice(self, request: web.Request) -> str | None:
-        """What a button of the page just did, from the query it was sent back with."""
-        action, name = request.query.get("done"), request.query.get("job", "")
-        if action not in ("triggered", "paused", "resumed") or name not in self.daemon.config.jobs:
-            return None
-        fire = request.query.get("fire", "")
-        return f"{name} {action}" + (f" (fire {int(fire)})" if fire.isdigit() else "")
+
+def _notice(daemon: Daemon, request: web.Request) -> str | None:
+    """What a button of the page just did, from the query it was sent back with."""
+    action, name = request.query.get("done"), request.query.get("job", "")
+    if action not in ("triggered", "paused", "resumed") or name not in daemon.config.jobs:
+        return None
+    fire = request.query.get("fire", "")
+    return f"{name} {action}" + (f" (fire {int(fire)})" if fire.isdigit() else "")
 
 
 __all__ = ["READY_WITHIN", "WebServer"]
