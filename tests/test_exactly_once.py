@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scheduler.clock import SystemClock
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator
 from scheduler.store import Store
@@ -253,7 +254,7 @@ def test_overlap_looks_at_the_previous_result_before_skipping_a_slot(
         inbox=alert_inbox,
         database_url=sqlite_url,
         header=header,
-        sleep=asyncio.sleep,
+        clock=SystemClock(),
         until=lambda s: len(finished(s, "quick")) >= 2,
     )
 
