@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from scheduler.redaction import redact
+from scheduler.store.database import Sessions
 from scheduler.store.schema import FINISHED, Base, Fire, FireRow, UTCDateTime, _fire
 
 PENDING, SENT, FAILED_DELIVERY, CANCELLED = "pending", "sent", "failed", "cancelled"
@@ -214,10 +214,8 @@ def route_outcome(session: Session, *, fire_id: int, at: datetime, route: Router
                 _enqueue(session, channel=action.channel, notice=action.notice, at=at, incident_id=current.id)
 
 
-class AlertingQueries:
+class AlertingQueries(Sessions):
     """The store's incident and outbox queries (mixed into ``Store``)."""
-
-    _session: Callable[[str], AbstractContextManager[Session]]
 
     def open_incident(
         self,
