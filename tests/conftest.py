@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from scheduler.alerts import Alert, AppriseSender, Delivery
 from scheduler.cekura import CekuraClient
@@ -33,7 +32,7 @@ from scheduler.daemon.runtime import Runtime
 from scheduler.metrics import Metrics
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator, SimulatorConfig, running_simulator
-from scheduler.store import Fire, Store, create_db_engine, upgrade_database
+from scheduler.store import Fire, Store, create_db_engine, fresh_schema_url, upgrade_database
 
 POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
 API_KEY = "test-key"
@@ -123,21 +122,6 @@ def claim_slot(
     )
 
 
-def _postgres_schema_url(base: str) -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, and a PostgreSQL schema when SCHEDULER_TEST_POSTGRES_URL is set."""
@@ -146,7 +130,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     if not POSTGRES_URL:
         pytest.skip("SCHEDULER_TEST_POSTGRES_URL is not set")
-    yield from _postgres_schema_url(POSTGRES_URL)
+    with fresh_schema_url(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from scheduler.simulator import Simulator, Submission
-from tests.conftest import API_KEY, POSTGRES_URL, DaemonProcess, _postgres_schema_url, run_environment, wait_until
+from scheduler.store import fresh_schema_url
+from tests.conftest import API_KEY, POSTGRES_URL, DaemonProcess, run_environment, wait_until
 
 JOBS = ("alpha", "bravo", "charlie")
 SLOT = timedelta(seconds=1)
@@ -283,7 +284,8 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL schema, dropped afterwards."""
     if not POSTGRES_URL:
         pytest.skip("SCHEDULER_TEST_POSTGRES_URL is not set")
-    yield from _postgres_schema_url(POSTGRES_URL)
+    with fresh_schema_url(POSTGRES_URL) as url:
+        yield url
 
 
 def _pid(owner: str | None) -> int | None:
