@@ -9,11 +9,10 @@ email, a JSON document for ``json://`` webhooks. Channels are logged by name, ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import apprise
 
+from scheduler.clock import SystemClock
 from scheduler.config import AlertChannel, Job, incident_policy
 from scheduler.redaction import redact_any
 from scheduler.store import FAILED, PASSED, Fire, IncidentAction, JobHistory, Notice, OutboxItem, Router, Store
@@ -331,6 +331,7 @@ class Outbox:
         channels: Callable[[], Mapping[str, AlertChannel]],
         owner: str,
         clock: Callable[[], datetime],
+        wait: Callable[..., Awaitable[bool]] | None = None,
         max_attempts: int = 8,
         backoff: timedelta = timedelta(seconds=5),
         on_delivery: Callable[[str, bool], None] | None = None,
@@ -340,6 +341,7 @@ class Outbox:
         self.channels = channels
         self.owner = owner
         self.clock = clock
+        self._wait = wait or SystemClock().wait
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.on_delivery = on_delivery
@@ -356,8 +358,7 @@ class Outbox:
             except Exception as error:
                 logger.warning("alert delivery: %s", error)
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+            await self._wait(self.wake, stop, within=1.0)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

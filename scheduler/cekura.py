@@ -23,6 +23,7 @@ from scheduler.config import ENDPOINTS, Job
 from scheduler.errors import (
     CekuraAmbiguousError,
     CekuraAuthError,
+    CekuraBalanceError,
     CekuraError,
     CekuraNotFoundError,
     CekuraRejectedError,
@@ -227,6 +228,8 @@ class CekuraClient:
             if may_duplicate:
                 raise CekuraAmbiguousError(message, status_code=status)
             raise CekuraUnavailableError(message, status_code=status, retry_after=_retry_after(response))
+        if status == 402 or "balance" in said.lower():  # the document gives no status code for it
+            raise CekuraBalanceError(message, status_code=status)
         raise CekuraRejectedError(message, status_code=status)
 
     async def submit(self, submission: Submission) -> Result:

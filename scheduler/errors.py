@@ -1,10 +1,14 @@
 """The one error tree of the scheduler.
 
-SchedulerError                 base; ``permanent`` says whether retrying can help
+SchedulerError                 base; ``permanent`` says whether retrying can help (the retry logic reads it)
 ├── ConfigError                jobs.toml or the environment is wrong (carries every ConfigIssue)
 ├── SettingsError              a process setting is missing or invalid (e.g. no API key for ``run``)
+├── JobNotFoundError           no job of that name in the config (``trigger``, ``pause``)
+├── SlotNotClaimedError        a manual fire whose slot could not be claimed
+├── SubmissionUnsettledError   a submission's answer was lost and it cannot be looked up yet: it stays claimed
 ├── CekuraError                the Cekura API answered with an error or not at all
 │   ├── CekuraRejectedError    4xx on a submission: Cekura said no (permanent)
+│   │   └── CekuraBalanceError the account's balance cannot pay for the runs (permanent, daemon-level)
 │   ├── CekuraAuthError        401/403: the API key is wrong (permanent, daemon-level)
 │   ├── CekuraNotFoundError    404: no such result (permanent)
 │   ├── CekuraUnavailableError 429/503 or a connect error: the request surely did not take effect
@@ -80,6 +84,22 @@ class SettingsError(SchedulerError):
     permanent = True
 
 
+class JobNotFoundError(SchedulerError):
+    """No job of this name in the config."""
+
+    permanent = True
+
+
+class SlotNotClaimedError(SchedulerError):
+    """A manual fire could not claim its slot (claimed already, or the database refused)."""
+
+    permanent = True
+
+
+class SubmissionUnsettledError(SchedulerError):
+    """A submission whose answer was lost could not be looked up by name yet; its claim stays for the next sweep."""
+
+
 class CekuraError(SchedulerError):
     """The Cekura API did not do what was asked."""
 
@@ -92,6 +112,10 @@ class CekuraRejectedError(CekuraError):
     """Cekura refused the request (400, insufficient balance, ...); sending it again will not help."""
 
     permanent = True
+
+
+class CekuraBalanceError(CekuraRejectedError):
+    """Cekura refused a submission for want of balance: a problem of the whole account, not of one job."""
 
 
 class CekuraAuthError(CekuraError):

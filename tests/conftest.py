@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,15 +21,18 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
-from scheduler.alerts import AppriseSender
+from scheduler.alerts import Alert, AppriseSender, Delivery
 from scheduler.cekura import CekuraClient
-from scheduler.config import Config, load_config
+from scheduler.clock import Clock, SystemClock, VirtualClock
+from scheduler.config import AlertChannel, Config, ConfigSource, Job, load_config
 from scheduler.daemon import Daemon
+from scheduler.daemon.runtime import Runtime
+from scheduler.metrics import Metrics
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator, SimulatorConfig, running_simulator
-from scheduler.store import Fire, Store, create_db_engine, upgrade_database
+from scheduler.store import Fire, Store, create_db_engine, fresh_schema_url, upgrade_database
 
 POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
 API_KEY = "test-key"
@@ -115,21 +122,6 @@ def claim_slot(
     )
 
 
-def _postgres_schema_url(base: str) -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, and a PostgreSQL schema when SCHEDULER_TEST_POSTGRES_URL is set."""
@@ -138,7 +130,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     if not POSTGRES_URL:
         pytest.skip("SCHEDULER_TEST_POSTGRES_URL is not set")
-    yield from _postgres_schema_url(POSTGRES_URL)
+    with fresh_schema_url(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture
@@ -246,8 +239,11 @@ scenarios = [101, {{ id = 102, publish_data_message = {{ lang = "en" }} }}]
 """
 
 
-async def quick_sleep(seconds: float) -> None:
-    await asyncio.sleep(min(seconds, 0.2))
+class QuickClock(SystemClock):
+    """The real clock, with each sleep (polls, back-offs, restarts) cut to at most 0.2 s, so tests get there sooner."""
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(min(seconds, 0.2))
 
 
 def prepare(
@@ -278,15 +274,17 @@ def make_daemon(
     http: httpx.AsyncClient,
     simulator: Simulator,
     api_key: str = API_KEY,
-    sleep: Callable[[float], Awaitable[None]] = quick_sleep,
+    clock: Clock | None = None,
+    config_source: ConfigSource | None = None,
 ) -> Daemon:
     return Daemon(
         config=config,
         store=store,
         cekura=CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr(api_key)),
         alerts=AppriseSender(),
-        sleep=sleep,
+        clock=clock or QuickClock(),
         alert_backoff=timedelta(milliseconds=100),
+        config_source=config_source,
     )
 
 
@@ -301,14 +299,14 @@ def run_daemon(
     timeout: float = 20.0,
     api_key: str = API_KEY,
     header: str = HEADER,
-    sleep: Callable[[float], Awaitable[None]] = quick_sleep,
+    clock: Clock | None = None,
 ) -> Store:
     """Run a daemon on ``jobs`` until ``until(store)`` holds (or time runs out), then stop it cleanly."""
     config, store = prepare(tmp_path, jobs, inbox=inbox, database_url=database_url, header=header)
 
     async def main() -> None:
         async with httpx.AsyncClient(timeout=5.0) as http:
-            daemon = make_daemon(config, store, http, simulator, api_key, sleep)
+            daemon = make_daemon(config, store, http, simulator, api_key, clock)
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))
             deadline = asyncio.get_running_loop().time() + timeout
@@ -354,3 +352,151 @@ def submissions_by_name(simulator: Simulator) -> dict[str, int]:
         if entry.result_id is not None and entry.name is not None:
             counts[entry.name] = counts.get(entry.name, 0) + 1
     return counts
+
+
+class DaemonProcess:
+    """``python -m scheduler run`` as a child process, its stdout and stderr in a log file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scheduler", "run"],
+                env=env,
+                cwd=log.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, line: str, *, timeout: float = 30.0, interval: float = 0.05) -> None:
+        """Wait until the daemon logs ``line``; fail at once if it exits instead."""
+        wait_until(lambda: line in self.output() or self.process.poll() is not None, timeout, interval)
+        assert self.process.poll() is None, f"the daemon exited before logging {line!r}:\n{self.output()}"
+
+    def wait_started(self) -> None:
+        self.wait_for("daemon started")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no lease handed back."""
+        assert self.process.poll() is None, f"the daemon died on its own before being killed:\n{self.output()}"
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 45.0) -> None:
+        """SIGTERM and a clean exit: code 0 and the one-line summary."""
+        assert self.process.poll() is None, f"the daemon died on its own before SIGTERM:\n{self.output()}"
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=timeout)
+        output = self.output()
+        assert self.process.returncode == 0, output
+        assert "daemon stopped:" in output, output
+
+    def cleanup(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+# -- the daemon's parts on a virtual clock (tests/unit) ------------------------------------------------------
+
+
+class RecordingSender:
+    """The alert sender, faked: keeps each alert it is given, as (channel name, alert), and says it went out."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Alert]] = []
+
+    async def send(self, channel: AlertChannel, alert: Alert) -> Delivery:
+        self.sent.append((channel.name, alert))
+        return Delivery(True)
+
+    def titles(self) -> list[str]:
+        return [alert.title for _, alert in self.sent]
+
+
+UNIT_HEADER = """
+[daemon]
+alerts = ["ops"]
+
+[defaults]
+alerts = ["team"]
+
+[alerts.team]
+url = "json://127.0.0.1:9/team"
+
+[alerts.ops]
+url = "json://127.0.0.1:9/ops"
+"""
+
+
+@dataclass
+class Parts:
+    """What a part of the daemon is built from in a unit test: a real store and simulator, a virtual clock."""
+
+    runtime: Runtime
+    clock: VirtualClock
+    store: Store
+    sender: RecordingSender
+
+    def job(self, name: str) -> Job:
+        return self.runtime.config.jobs[name]
+
+
+@contextlib.asynccontextmanager
+async def daemon_parts(
+    tmp_path: Path,
+    jobs: str,
+    simulator: Simulator,
+    clock: VirtualClock,
+    *,
+    database_url: str | None = None,
+    owner: str = "replica-a",
+    header: str = UNIT_HEADER,
+) -> AsyncIterator[Parts]:
+    """A ``Runtime`` on a jobs.toml of ``jobs``, a SQLite file (or ``database_url``) and ``simulator`` (whose own
+    clock should be ``clock.now``, so results end in virtual time too)."""
+    path = tmp_path / "jobs.toml"
+    path.write_text(header + jobs)
+    config = load_config(path, env={})
+    engine = create_db_engine(database_url or f"sqlite:///{tmp_path / 'scheduler.db'}")
+    _engines.append(engine)
+    upgrade_database(engine)
+    store = Store(engine=engine)
+    sender = RecordingSender()
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        cekura = CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr(simulator.config.api_key or ""))
+        runtime = Runtime(
+            config=config,
+            store=store,
+            cekura=cekura,
+            alerts=sender,
+            clock=clock,
+            metrics=Metrics(),
+            owner=owner,
+            alert_backoff=timedelta(seconds=5),
+        )
+        try:
+            yield Parts(runtime, clock, store, sender)
+        finally:
+            for task in list(runtime.tasks):
+                task.cancel()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+
+
+@pytest.fixture
+def virtual_clock() -> VirtualClock:
+    return VirtualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def virtual_simulator(virtual_clock: VirtualClock) -> Iterator[Simulator]:
+    """The simulator on the test's virtual clock: results take ``run_duration`` seconds of virtual time."""
+    with running_simulator(SimulatorConfig(api_key=API_KEY, run_duration=30.0, seed=7), clock=virtual_clock.now) as sim:
+        yield sim

@@ -19,10 +19,7 @@ import contextlib
 import dataclasses
 import random
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,7 +33,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from scheduler.simulator import Simulator, Submission
-from tests.conftest import API_KEY, POSTGRES_URL, _postgres_schema_url, run_environment, wait_until
+from scheduler.store import fresh_schema_url
+from tests.conftest import API_KEY, POSTGRES_URL, DaemonProcess, run_environment, wait_until
 
 JOBS = ("alpha", "bravo", "charlie")
 SLOT = timedelta(seconds=1)
@@ -120,60 +118,10 @@ def environment(config: Path, database_url: str, simulator: Simulator) -> dict[s
     return run_environment(config, database_url, simulator)  # replicas on one machine: each its own free port
 
 
-class Daemon:
-    """``python -m scheduler run`` as a child process, its stdout and stderr in a log file."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "scheduler", "run"],
-                env=env,
-                cwd=log.parent,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, line: str, *, timeout: float = 30.0, interval: float = 0.05) -> None:
-        """Wait until the daemon logs ``line``; fail at once if it exits instead."""
-        wait_until(lambda: line in self.output() or self.process.poll() is not None, timeout, interval)
-        assert self.process.poll() is None, f"the daemon exited before logging {line!r}:\n{self.output()}"
-
-    def wait_started(self) -> None:
-        self.wait_for("daemon started")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no lease handed back."""
-        assert self.process.poll() is None, f"the daemon died on its own before being killed:\n{self.output()}"
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def terminate(self, timeout: float = 45.0) -> None:
-        """SIGTERM and a clean exit: code 0 and the one-line summary."""
-        assert self.process.poll() is None, f"the daemon died on its own before SIGTERM:\n{self.output()}"
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=timeout)
-        output = self.output()
-        assert self.process.returncode == 0, output
-        assert "daemon stopped:" in output, output
-
-    def cleanup(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-
-
 @contextlib.contextmanager
-def cleaning_up() -> Iterator[list[Daemon]]:
+def cleaning_up() -> Iterator[list[DaemonProcess]]:
     """A list to put daemons in; whichever still runs at the end is killed, whatever happened."""
-    daemons: list[Daemon] = []
+    daemons: list[DaemonProcess] = []
     try:
         yield daemons
     finally:
@@ -181,7 +129,7 @@ def cleaning_up() -> Iterator[list[Daemon]]:
             daemon.cleanup()
 
 
-def drain(start: Callable[[Path], Daemon], fires: Callable[[], list[Row]], log: Path) -> None:
+def drain(start: Callable[[Path], DaemonProcess], fires: Callable[[], list[Row]], log: Path) -> None:
     """Start the daemon with every job disabled until nothing is claimed or submitted; stop it cleanly."""
     daemon = start(log)
     daemon.wait_started()
@@ -281,8 +229,8 @@ def test_chaos_kill_and_restart_never_submits_twice_and_accounts_for_every_slot(
     rng = random.Random(1234)
     kills = kills_in_flight = 0
 
-    def start(log: Path, config: str = "jobs.toml") -> Daemon:
-        daemon = Daemon(environment(tmp_path / config, url, simulator), log)
+    def start(log: Path, config: str = "jobs.toml") -> DaemonProcess:
+        daemon = DaemonProcess(environment(tmp_path / config, url, simulator), log)
         daemons.append(daemon)
         return daemon
 
@@ -336,7 +284,8 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL schema, dropped afterwards."""
     if not POSTGRES_URL:
         pytest.skip("SCHEDULER_TEST_POSTGRES_URL is not set")
-    yield from _postgres_schema_url(POSTGRES_URL)
+    with fresh_schema_url(POSTGRES_URL) as url:
+        yield url
 
 
 def _pid(owner: str | None) -> int | None:
@@ -357,8 +306,8 @@ def test_three_replicas_on_postgresql_submit_each_slot_once_and_survive_one_dyin
     def fires() -> list[Row]:
         return postgres_fires(engine)
 
-    def start(log: Path, config: str = "jobs.toml") -> Daemon:
-        daemon = Daemon(environment(tmp_path / config, postgres_url, simulator), log)
+    def start(log: Path, config: str = "jobs.toml") -> DaemonProcess:
+        daemon = DaemonProcess(environment(tmp_path / config, postgres_url, simulator), log)
         daemons.append(daemon)
         return daemon
 

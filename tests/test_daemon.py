@@ -27,11 +27,11 @@ from tests.conftest import (
     API_KEY,
     JOB,
     AlertInbox,
+    QuickClock,
     eventually,
     finished,
     make_daemon,
     prepare,
-    quick_sleep,
     run_daemon,
     submissions_by_name,
 )
@@ -146,7 +146,7 @@ def test_a_refused_api_key_skips_slots_without_posting_alerts_once_and_recovers_
                 store=store,
                 cekura=CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr("the-new-key")),
                 alerts=AppriseSender(),
-                sleep=quick_sleep,
+                clock=QuickClock(),
                 alert_backoff=timedelta(milliseconds=100),
                 key_check_every=0.3,
             )
@@ -189,7 +189,7 @@ def test_cekura_out_of_reach_is_one_daemon_incident_resolved_at_the_first_answer
                 store=store,
                 cekura=CekuraClient(http=http, base_url=f"http://127.0.0.1:{proxy.port}", api_key=SecretStr(API_KEY)),
                 alerts=AppriseSender(),
-                sleep=quick_sleep,
+                clock=QuickClock(),
                 alert_backoff=timedelta(milliseconds=100),
                 key_check_every=0.1,
             )

@@ -23,15 +23,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scheduler.clock import SystemClock
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator
-from scheduler.store import Store
+from scheduler.store import Store, fresh_schema_url
 from tests.conftest import (
     API_KEY,
     HEADER,
     POSTGRES_URL,
     AlertInbox,
-    _postgres_schema_url,
     claim_slot,
     eventually,
     finished,
@@ -253,7 +253,7 @@ def test_overlap_looks_at_the_previous_result_before_skipping_a_slot(
         inbox=alert_inbox,
         database_url=sqlite_url,
         header=header,
-        sleep=asyncio.sleep,
+        clock=SystemClock(),
         until=lambda s: len(finished(s, "quick")) >= 2,
     )
 
@@ -433,7 +433,7 @@ def postgres_behind_a_proxy() -> Iterator[tuple[str, TcpProxy]]:
         pytest.skip("SCHEDULER_TEST_POSTGRES_URL is not set")
     from sqlalchemy.engine import make_url
 
-    for url in _postgres_schema_url(POSTGRES_URL):
+    with fresh_schema_url(POSTGRES_URL) as url:
         parsed = make_url(url)
         proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
         yield parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), proxy

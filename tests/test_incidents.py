@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
+from scheduler.clock import VirtualClock
 from scheduler.config import load_config
 from scheduler.daemon import Daemon
 from scheduler.simulator import Simulator
@@ -28,17 +29,6 @@ from tests.conftest import HEADER, AlertInbox, claim_slot, clean_environment, pr
 START = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self, now: datetime = START) -> None:
-        self.instant = now
-
-    def now(self) -> datetime:
-        return self.instant
-
-    def advance(self, delta: timedelta) -> None:
-        self.instant += delta
-
-
 def job_toml(settings: str = "") -> str:
     return f'\n[jobs.nightly]\ncron = "0 3 * * *"\nagent = 12\nscenarios = [101]\n{settings}\n'
 
@@ -46,7 +36,7 @@ def job_toml(settings: str = "") -> str:
 class Harness:
     """A daemon that is not running: the test records outcomes and delivers the outbox itself."""
 
-    def __init__(self, tmp_path: Path, inbox: AlertInbox, sqlite_url: str, jobs: str, clock: Clock) -> None:
+    def __init__(self, tmp_path: Path, inbox: AlertInbox, sqlite_url: str, jobs: str, clock: VirtualClock) -> None:
         self.config, self.store = prepare(tmp_path, jobs, inbox=inbox, database_url=sqlite_url)
         self.clock, self.inbox, self.slot = clock, inbox, START
 
@@ -75,8 +65,8 @@ class Harness:
         """Record one finished fire of the job, as the daemon does, then deliver what is due."""
         fire = self.claim(job)
         self.slot += timedelta(days=1)
-        self.clock.instant = max(self.clock.instant, self.slot)
-        daemon._finish_routed(
+        self.clock.move_to(max(self.clock.now(), self.slot))
+        daemon.runtime.record_outcome(
             fire.id,
             job,
             outcome=outcome,
@@ -94,7 +84,7 @@ class Harness:
 
 
 def harness(tmp_path: Path, inbox: AlertInbox, sqlite_url: str, settings: str = "", extra: str = "") -> Harness:
-    return Harness(tmp_path, inbox, sqlite_url, job_toml(settings) + extra, Clock())
+    return Harness(tmp_path, inbox, sqlite_url, job_toml(settings) + extra, VirtualClock(START))
 
 
 def test_an_incident_opens_at_the_failure_threshold_not_below(
@@ -185,10 +175,10 @@ def test_a_mute_window_holds_alerts_and_sends_an_incident_still_open_at_its_end(
     daemon = h.daemon()
     h.outcome(daemon, "failed")  # 2026-11-30T03:00Z: inside the window
     assert h.events() == []
-    h.clock.instant = datetime(2026, 11, 30, 4, 59, tzinfo=UTC)
+    h.clock.move_to(datetime(2026, 11, 30, 4, 59, tzinfo=UTC))
     h.deliver(daemon)
     assert h.events() == []
-    h.clock.instant = datetime(2026, 11, 30, 5, 0, 1, tzinfo=UTC)
+    h.clock.move_to(datetime(2026, 11, 30, 5, 0, 1, tzinfo=UTC))
     h.deliver(daemon)
     assert h.events() == ["opened"]  # still open when the window ended: told then
 
@@ -200,7 +190,7 @@ def test_an_incident_that_resolves_inside_a_mute_window_is_never_announced(
     daemon = h.daemon()
     h.outcome(daemon, "failed")
     h.outcome(daemon, "passed")
-    h.clock.instant = datetime(2026, 12, 3, tzinfo=UTC)
+    h.clock.move_to(datetime(2026, 12, 3, tzinfo=UTC))
     h.deliver(daemon)
     assert h.events() == []
 
@@ -228,7 +218,7 @@ def test_a_channel_that_keeps_failing_does_not_hold_up_the_others(
     tmp_path: Path, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
     jobs = job_toml('alerts = ["team", "broken"]') + '\n[alerts.broken]\nurl = "json://127.0.0.1:9/nothing"\n'
-    h = Harness(tmp_path, alert_inbox, sqlite_url, jobs, Clock())
+    h = Harness(tmp_path, alert_inbox, sqlite_url, jobs, VirtualClock(START))
     daemon = h.daemon()
     h.outcome(daemon, "failed")
     assert h.events() == ["opened"]  # the team channel got it at once
@@ -251,7 +241,7 @@ def test_a_silence_holds_a_jobs_alerts_for_its_duration(
     daemon = h.daemon()
     h.outcome(daemon, "failed")
     assert h.events() == []
-    h.clock.instant = datetime(2026, 11, 30, 6, 0, 1, tzinfo=UTC)
+    h.clock.move_to(datetime(2026, 11, 30, 6, 0, 1, tzinfo=UTC))
     h.deliver(daemon)
     assert h.events() == ["opened"]
 
@@ -298,7 +288,7 @@ def test_the_dashboard_link_is_given_when_project_id_is_set(
     daemon = h.daemon()
     fire = h.claim()
     h.store.record_submitted(fire.id, result_id=9123, status="pending", runs=[], at=START, poll_deadline=START)
-    daemon._finish_routed(fire.id, "nightly", outcome="failed", at=START, result_status="failed")
+    daemon.runtime.record_outcome(fire.id, "nightly", outcome="failed", at=START, result_status="failed")
     h.deliver(daemon)
     assert alert_inbox.documents()[0]["dashboard_url"] == "https://dashboard.cekura.ai/77/results/9123"
 

@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from scheduler.store import ConfigChange, ConfigChangeRow, Store
 from tests.conftest import (
     HEADER,
     AlertInbox,
+    DaemonProcess,
     clean_environment,
     make_daemon,
     prepare,
@@ -78,8 +78,7 @@ def run_with_edits(
 
     async def main() -> None:
         async with httpx.AsyncClient(timeout=5.0) as http:
-            daemon = make_daemon(config, store, http, simulator)
-            daemon.config_source = source
+            daemon = make_daemon(config, store, http, simulator, config_source=source)
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))
             started = asyncio.get_running_loop().time()
@@ -303,18 +302,16 @@ def test_sighup_reloads_the_running_daemon(tmp_path: Path, simulator: Simulator)
     path = tmp_path / "jobs.toml"
     path.write_text(job("a", every="1h"))
     database = tmp_path / "s.db"
-    env = run_environment(path, f"sqlite:///{database}", simulator)
-    process = subprocess.Popen([sys.executable, "-m", "scheduler", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    daemon = DaemonProcess(run_environment(path, f"sqlite:///{database}", simulator), tmp_path / "daemon.log")
     try:
-        wait_until(lambda: database.exists(), timeout=20)
-        time.sleep(1.5)
+        daemon.wait_started()
         path.write_text(job("a", every="1s"))
-        process.send_signal(signal.SIGHUP)
+        daemon.process.send_signal(signal.SIGHUP)
         wait_until(lambda: bool(simulator.submissions), timeout=20)
+        daemon.terminate()
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=40)
-    assert process.returncode == 0, stderr
+        daemon.cleanup()
+    stderr = daemon.output()
     assert "(SIGHUP); environment settings (CEKURA_*, SCHEDULER_*) are read at start only" in stderr
     assert "applied" in stderr and "changed: a (every)" in stderr
     with sqlite3.connect(database) as connection:

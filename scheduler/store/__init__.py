@@ -17,7 +17,8 @@ from scheduler.store.alerting import (
     OutboxRow,
     Router,
 )
-from scheduler.store.repository import Store, create_db_engine, migrations_dir, upgrade_database
+from scheduler.store.database import create_db_engine, fresh_schema_url, migrations_dir, upgrade_database
+from scheduler.store.repository import Store
 from scheduler.store.schema import (
     CLAIMED,
     FINISHED,
@@ -57,6 +58,7 @@ __all__ = [
     "Store",
     "UTCDateTime",
     "create_db_engine",
+    "fresh_schema_url",
     "migrations_dir",
     "upgrade_database",
 ]

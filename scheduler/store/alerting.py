@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from scheduler.redaction import redact
+from scheduler.store.database import Sessions
 from scheduler.store.schema import FINISHED, Base, Fire, FireRow, UTCDateTime, _fire
 
 PENDING, SENT, FAILED_DELIVERY, CANCELLED = "pending", "sent", "failed", "cancelled"
@@ -136,6 +136,18 @@ def _incident(row: IncidentRow) -> Incident:
     )
 
 
+def _outbox_item(row: OutboxRow) -> OutboxItem:
+    return OutboxItem(
+        id=row.id,
+        channel=row.channel,
+        kind=row.kind,
+        payload=json.loads(row.payload),
+        attempts=row.attempts,
+        state=row.state,
+        last_error=row.last_error,
+    )
+
+
 def _key(scope: str, subject: str, channel: str) -> str:
     return f"{scope}:{subject}:{channel}"
 
@@ -214,10 +226,8 @@ def route_outcome(session: Session, *, fire_id: int, at: datetime, route: Router
                 _enqueue(session, channel=action.channel, notice=action.notice, at=at, incident_id=current.id)
 
 
-class AlertingQueries:
+class AlertingQueries(Sessions):
     """The store's incident and outbox queries (mixed into ``Store``)."""
-
-    _session: Callable[[str], AbstractContextManager[Session]]
 
     def open_incident(
         self,
@@ -328,16 +338,7 @@ class AlertingQueries:
                     .execution_options(synchronize_session=False)
                 ).rowcount
                 if changed:
-                    row = session.get_one(OutboxRow, item_id)
-                    taken.append(
-                        OutboxItem(
-                            id=row.id,
-                            channel=row.channel,
-                            kind=row.kind,
-                            payload=json.loads(row.payload),
-                            attempts=row.attempts,
-                        )
-                    )
+                    taken.append(_outbox_item(session.get_one(OutboxRow, item_id)))
         return taken
 
     def outbox_delivered(self, item_id: int, *, at: datetime) -> None:
@@ -367,18 +368,7 @@ class AlertingQueries:
         """The newest messages, whatever their state."""
         with self._session("listing the outbox") as session:
             rows = session.scalars(select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit))
-            return [
-                OutboxItem(
-                    id=r.id,
-                    channel=r.channel,
-                    kind=r.kind,
-                    payload=json.loads(r.payload),
-                    attempts=r.attempts,
-                    state=r.state,
-                    last_error=r.last_error,
-                )
-                for r in rows
-            ]
+            return [_outbox_item(row) for row in rows]
 
     def runs_submitted_since(self, since: datetime, *, job: str | None = None) -> int:
         """Cekura runs requested by fires claimed since ``since`` (of one job, or all): what the budget counts."""

@@ -1,0 +1,112 @@
+"""Engines, schema upgrades and sessions: how the store reaches its database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.errors import StoreError
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: inside the installed package, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent.parent  # the scheduler package
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise StoreError(
+        "the database migrations are missing from this installation (reinstall cekura-scheduler)", permanent=True
+    )
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys, and their folder is made."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def upgrade_database(engine: Engine) -> None:
+    """Bring the database schema to the newest migration (safe to run on every start)."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations_dir()))
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together upgrade one at a time (released at commit).
+                connection.execute(text("SELECT pg_advisory_xact_lock(7294113)"))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except SQLAlchemyError as error:
+        raise StoreError(f"cannot upgrade the database schema: {_describe(error)}") from error
+
+
+@contextmanager
+def fresh_schema_url(base: str, *, prefix: str = "test") -> Iterator[str]:
+    """A PostgreSQL URL on ``base`` whose search_path is a new, empty schema, dropped on exit.
+
+    For tests and benchmarks: each gets a database of its own on one server, without creating databases.
+    """
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        separator = "&" if "?" in base else "?"
+        try:
+            yield f"{base}{separator}options=-csearch_path%3D{schema}"
+        finally:
+            with admin.begin() as connection:
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+def _describe(error: SQLAlchemyError) -> str:
+    original = getattr(error, "orig", None)
+    return str(original or error).strip().splitlines()[0]
+
+
+class Sessions:
+    """The engine and its short transactions, which every group of the store's queries builds on."""
+
+    def __init__(self, *, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self, what: str) -> Iterator[Session]:
+        """One transaction; a database failure becomes a ``StoreError`` saying ``what`` was being done.
+
+        An ``IntegrityError`` passes through as it is: callers read it as "taken already".
+        """
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as error:
+            raise StoreError(f"database error while {what}: {_describe(error)}") from error

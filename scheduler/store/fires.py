@@ -1,0 +1,235 @@
+"""A fire's life: claimed before anything is sent, then submitted, finished, or skipped; each change conditional.
+
+Every write here is decided by the database: the unique (job, slot) constraint picks the one claim of a slot,
+and each state change applies only to a fire still in the state it expects, so of two processes doing the same
+thing one learns that it lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from scheduler.redaction import redact
+from scheduler.store.alerting import Router, route_outcome
+from scheduler.store.database import Sessions
+from scheduler.store.schema import CLAIMED, FINISHED, SKIPPED, SUBMITTED, Fire, FireRow, RunRecord, _fire, _replace_runs
+
+
+def _redacted(text: str | None) -> str | None:
+    return redact(text) if text is not None else None
+
+
+class FireQueries(Sessions):
+    """Claiming slots and recording what became of them (mixed into ``Store``)."""
+
+    def claim(
+        self,
+        *,
+        job: str,
+        slot: datetime,
+        trigger: str,
+        fired_at: datetime,
+        submission_name: str,
+        endpoint: str,
+        runs_requested: int,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
+    ) -> Fire | None:
+        """Claim a slot before anything is sent; None when it was already claimed (by us or a replica)."""
+        claim = {
+            "job": job,
+            "slot": slot,
+            "trigger": trigger,
+            "fired_at": fired_at,
+            "submission_name": submission_name,
+            "endpoint": endpoint,
+            "runs_requested": runs_requested,
+            "owner": owner,
+            "lease_until": lease_until,
+        }
+        return self.claim_many([claim])[0]
+
+    def claim_many(self, claims: Sequence[dict[str, Any]]) -> list[Fire | None]:
+        """Claim many slots in one transaction; each None where the slot was already claimed.
+
+        Each claim holds the arguments of ``claim``. One INSERT ... ON CONFLICT DO NOTHING for all of them.
+        """
+        if not claims:
+            return []
+        dialect = self.engine.dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        rows = [{**claim, "state": CLAIMED} for claim in claims]
+        statement = (
+            insert(FireRow)
+            .on_conflict_do_nothing(index_elements=["job", "slot"])
+            .returning(FireRow.id, FireRow.job, FireRow.slot)
+        )
+        names = [claim["submission_name"] for claim in claims]
+        what = f"claiming {names[0]}" if len(names) == 1 else f"claiming {len(names)} slots ({names[0]}, ...)"
+        with self._session(what) as session:
+            ids = {(job, slot): fire_id for fire_id, job, slot in session.connection().execute(statement, rows)}
+        # What the database now holds, built without reading it back.
+        return [
+            None if (fire_id := ids.get((row["job"], row["slot"]))) is None else _fire(FireRow(id=fire_id, **row))
+            for row in rows
+        ]
+
+    def record_skipped(
+        self,
+        *,
+        job: str,
+        slot: datetime,
+        trigger: str,
+        fired_at: datetime,
+        submission_name: str,
+        endpoint: str,
+        runs_requested: int,
+        reason: str,
+        detail: str | None = None,
+    ) -> Fire | None:
+        """Record a slot that will not be submitted, with the reason (and its detail, in ``error``); None when the
+        slot was already taken (the unique constraint decides)."""
+        row = FireRow(
+            job=job,
+            slot=slot,
+            trigger=trigger,
+            fired_at=fired_at,
+            state=SKIPPED,
+            submission_name=submission_name,
+            endpoint=endpoint,
+            runs_requested=runs_requested,
+            skip_reason=reason,
+            error=_redacted(detail),
+            finished_at=fired_at,
+        )
+        try:
+            with self._session(f"recording {submission_name} as skipped") as session:
+                session.add(row)
+                session.flush()
+                return _fire(row)
+        except IntegrityError:
+            return None
+
+    def record_submitted(
+        self,
+        fire_id: int,
+        *,
+        result_id: int,
+        status: str,
+        runs: Sequence[RunRecord],
+        at: datetime,
+        poll_deadline: datetime,
+    ) -> bool:
+        """Record Cekura's answer to a claimed fire: the result id and the runs it started.
+
+        False when the fire is no longer waiting for an answer (another process settled it).
+        """
+        answer = {
+            "fire_id": fire_id,
+            "result_id": result_id,
+            "status": status,
+            "runs": runs,
+            "at": at,
+            "poll_deadline": poll_deadline,
+        }
+        return self.record_submitted_many([answer])[0]
+
+    def record_submitted_many(self, answers: Sequence[dict[str, Any]]) -> list[bool]:
+        """``record_submitted`` for many fires in one transaction (each dict holds its arguments)."""
+        with self._session(f"recording {len(answers)} submissions") as session:
+            done = []
+            for answer in answers:
+                changed = session.execute(  # type: ignore[attr-defined]
+                    update(FireRow)
+                    .where(FireRow.id == answer["fire_id"], FireRow.state == CLAIMED)
+                    .values(
+                        state=SUBMITTED,
+                        result_id=answer["result_id"],
+                        result_status=answer["status"],
+                        submitted_at=answer["at"],
+                        poll_deadline=answer["poll_deadline"],
+                    )
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                done.append(bool(changed))
+            recorded = {answer["fire_id"]: answer["runs"] for answer, ok in zip(answers, done, strict=True) if ok}
+            if recorded:
+                _replace_runs(session, recorded)
+            return done
+
+    def record_poll(self, fire_id: int, *, result_status: str) -> None:
+        """Remember the last status seen while polling."""
+        with self._session(f"recording the status of fire {fire_id}") as session:
+            session.execute(
+                update(FireRow)
+                .where(FireRow.id == fire_id, FireRow.state == SUBMITTED)
+                .values(result_status=result_status)
+            )
+
+    def finish(
+        self,
+        fire_id: int,
+        *,
+        outcome: str,
+        at: datetime,
+        result_status: str | None = None,
+        success_rate: float | None = None,
+        runs: Sequence[RunRecord] | None = None,
+        error: str | None = None,
+        error_status_code: int | None = None,
+        failed_reasons: Any = None,
+        route: Router | None = None,
+    ) -> bool:
+        """Record a fire's outcome. True when this call finished it; False when it was already finished.
+
+        The update is conditional, so when two processes follow the same result only one of them finishes it
+        (and only that one alerts).
+        """
+        with self._session(f"recording the outcome of fire {fire_id}") as session:
+            changed = session.execute(  # type: ignore[attr-defined]
+                update(FireRow)
+                .where(FireRow.id == fire_id, FireRow.state.in_([CLAIMED, SUBMITTED]))
+                .values(
+                    state=FINISHED,
+                    outcome=outcome,
+                    finished_at=at,
+                    result_status=result_status if result_status is not None else FireRow.result_status,
+                    success_rate=success_rate,
+                    error=_redacted(error),
+                    error_status_code=error_status_code,
+                    failed_reasons=None if failed_reasons in (None, "", [], {}) else json.dumps(failed_reasons),
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed and runs is not None:
+                _replace_runs(session, {fire_id: runs})
+            if changed and route is not None:
+                # The incidents and their messages are written in the same transaction as the outcome.
+                route_outcome(session, fire_id=fire_id, at=at, route=route)
+            return bool(changed)
+
+    def skip_claimed(self, fire_id: int, *, reason: str, at: datetime, error: str | None = None) -> bool:
+        """Turn a claim that will never be submitted into a skipped slot; False when it was settled elsewhere."""
+        with self._session(f"recording fire {fire_id} as skipped") as session:
+            changed = session.execute(  # type: ignore[attr-defined]
+                update(FireRow)
+                .where(FireRow.id == fire_id, FireRow.state == CLAIMED)
+                .values(
+                    state=SKIPPED,
+                    skip_reason=reason,
+                    error=_redacted(error),
+                    finished_at=at,
+                    owner=None,
+                    lease_until=None,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            return bool(changed)
