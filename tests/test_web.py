@@ -22,9 +22,10 @@ from pydantic import SecretStr
 
 from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
-from scheduler.config import Config, load_config
+from scheduler.clock import VirtualClock
+from scheduler.config import Config, ConfigSource, load_config
 from scheduler.daemon import Daemon
-from scheduler.errors import ConfigIssue, SchedulerError
+from scheduler.errors import SchedulerError
 from scheduler.simulator import Simulator
 from scheduler.store import Store, create_db_engine
 from scheduler.web import WebServer
@@ -81,18 +82,21 @@ async def serving(
     running: bool = True,
     header: str = HEADER,
     secret: bool = False,
+    reloadable: bool = False,
     **web_options: Any,
 ) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
     """A daemon (running, or only constructed) with its HTTP server on 127.0.0.1, and a client for it.
 
-    ``secret`` puts ``SECRET`` in its config; ``header`` replaces the config's ``[daemon]`` and channels.
+    ``secret`` puts ``SECRET`` in its config; ``header`` replaces the config's ``[daemon]`` and channels;
+    ``reloadable`` lets it read its jobs.toml again (``daemon.reload()``).
     """
     if secret:
         config, store = prepare_with_secret(tmp_path, inbox, database_url, header=header)
     else:
         config, store = prepare(tmp_path, JOBS, inbox=inbox, database_url=database_url, header=header)
     async with httpx.AsyncClient(timeout=5.0) as cekura_http:
-        daemon = make_daemon(config, store, cekura_http, simulator)
+        source = ConfigSource(tmp_path / "jobs.toml", env={"INBOX": inbox.url, "HOOK_TOKEN": SECRET})
+        daemon = make_daemon(config, store, cekura_http, simulator, config_source=source if reloadable else None)
         async with serving_daemon(daemon, token=token, running=running, **web_options) as client:
             yield daemon, client
 
@@ -133,20 +137,25 @@ async def alive(client: httpx.AsyncClient) -> None:
     await eventually(healthy)
 
 
-class Clock:
-    """A clock the test moves by hand (``now()`` as the daemon's, ``()`` as the web server's)."""
+class Clock(VirtualClock):
+    """A virtual clock the test moves by hand (``now()`` as the daemon's, ``()`` as the web server's)."""
 
     def __init__(self) -> None:
-        self.at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.at
+        super().__init__(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
 
     def __call__(self) -> datetime:
-        return self.at
+        return self.now()
 
-    def advance(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
+
+class PausingClock(Clock):
+    """The test's clock, where a sleep (the supervisor's pause before it restarts a loop) lasts until ``restart``."""
+
+    def __init__(self, restart: asyncio.Event) -> None:
+        super().__init__()
+        self.restart = restart
+
+    async def sleep(self, seconds: float) -> None:
+        await self.restart.wait()
 
 
 def test_health_readiness_and_metrics_of_a_running_daemon(
@@ -174,12 +183,9 @@ def test_healthz_names_a_loop_that_fails_and_is_503_until_it_turns_again(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
     """A loop that raises once: /healthz, ``check`` and the page name it, with its error redacted, until it recovers."""
-    clock = Clock()
     restart = asyncio.Event()
+    clock = PausingClock(restart)
     attempts: list[int] = []
-
-    async def pause_before_restarting(_seconds: float) -> None:
-        await restart.wait()
 
     async def timer(tick: Callable[[], None]) -> None:
         tick()
@@ -202,7 +208,6 @@ def test_healthz_names_a_loop_that_fails_and_is_503_until_it_turns_again(
                 cekura=cekura,
                 alerts=AppriseSender(),
                 clock=clock,
-                sleep=pause_before_restarting,
             )
             async with serving_daemon(daemon, token=TOKEN, running=False) as client:
                 await watch(daemon, client)
@@ -314,10 +319,10 @@ def test_readyz_is_503_while_the_config_file_is_invalid_and_the_page_says_so(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
     async def scenario() -> None:
-        async with serving(tmp_path, simulator, alert_inbox, sqlite_url) as (daemon, client):
-            daemon.config_errors = [
-                ConfigIssue(path="jobs.toml", line=7, column=1, job="smoke", message="unknown key '<script>x'")
-            ]
+        async with serving(tmp_path, simulator, alert_inbox, sqlite_url, reloadable=True) as (daemon, client):
+            invalid = HEADER + JOBS.replace("scenarios = [101]", 'scenarios = [101]\n"<script>x" = 1')
+            (tmp_path / "jobs.toml").write_text(invalid)
+            assert not await daemon.reload()
             ready = await client.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["config"].startswith("1 error in the file; running the previous version")
@@ -623,7 +628,7 @@ def test_secrets_in_errors_are_redacted_on_every_page_and_answer(
 
     async def scenario() -> None:
         async with serving(
-            tmp_path, simulator, alert_inbox, sqlite_url, running=False, header=SWEEPING, secret=True
+            tmp_path, simulator, alert_inbox, sqlite_url, running=False, header=SWEEPING, secret=True, reloadable=True
         ) as (daemon, client):
             store, now = daemon.store, datetime.now(UTC)
             fire = await asyncio.to_thread(claim_slot, store, "nightly", now)
@@ -648,9 +653,11 @@ def test_secrets_in_errors_are_redacted_on_every_page_and_answer(
             running = asyncio.create_task(daemon.run(stop))  # started now: its first sweep reads the incident
             try:
                 await eventually(incident_shown)
-                daemon.config_errors = [
-                    ConfigIssue(path="jobs.toml", line=9, column=8, job="smoke", message=f"invalid duration {SECRET!r}")
-                ]
+                invalid = SWEEPING + JOBS.replace(
+                    "scenarios = [301]", f'scenarios = [301]\nresult_timeout = "{SECRET}"'
+                )
+                (tmp_path / "jobs.toml").write_text(invalid + HOOK)
+                assert not await daemon.reload()
                 answers = {
                     path: await client.get(path)
                     for path in ("/", "/api/jobs", "/api/jobs/nightly/fires", f"/api/fires/{fire.id}", "/readyz")
@@ -661,12 +668,17 @@ def test_secrets_in_errors_are_redacted_on_every_page_and_answer(
             for path, answer in answers.items():
                 assert SECRET not in answer.text, path
             assert answers[f"/api/fires/{fire.id}"].json()["error"] == "Cekura said: bad header ***"
-            assert answers["/readyz"].json()["errors"][0]["message"] == "invalid duration '***'"
+            said = answers["/readyz"].json()["errors"][0]["message"]
+            assert said.startswith("result_timeout: invalid duration '(the value of ${HOOK_TOKEN})'")
             nightly = next(job for job in answers["/api/jobs"].json()["jobs"] if job["name"] == "nightly")
             assert nightly["open_incident"]["detail"] == "alert to slack://***@x failed"
             assert nightly["last_fire"]["error"] == "Cekura said: bad header ***"
             page = answers["/"].text
-            assert "invalid duration &#x27;***&#x27;" in page and "bad header ***" in page and "slack://***@x" in page
+            assert (
+                "invalid duration &#x27;(the value of ${HOOK_TOKEN})&#x27;" in page
+                and "bad header ***" in page
+                and "slack://***@x" in page
+            )
 
         # The database's own error, when it cannot be reached, goes through it too.
         config, _ = prepare_with_secret(tmp_path, alert_inbox, sqlite_url)
