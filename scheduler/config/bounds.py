@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationInfo
 
-from scheduler.schedules import LONGEST, Schedule, parse_duration
+from scheduler.schedules import LONGEST, Schedule, format_duration, parse_duration
 
 _SECOND, _MINUTE, _HOUR, _DAY = timedelta(seconds=1), timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 DURATION_BOUNDS: dict[str, tuple[timedelta, timedelta]] = {
@@ -42,6 +42,14 @@ def read_duration(value: object, info: ValidationInfo) -> object:
     if isinstance(value, timedelta):  # already parsed, e.g. inherited from [defaults] (within the same bounds)
         return value
     raise ValueError(f"write durations as text with a unit, e.g. '30s', '15m', '1h', '1d' (got {value!r})")
+
+
+def out_of_order(value: timedelta, limit: timedelta, other: str, *, at_most: bool, why: str) -> str | None:
+    """What is wrong with a duration that must be at most (or at least) the duration ``other``; None if it is."""
+    if value <= limit if at_most else value >= limit:
+        return None
+    side = "longer" if at_most else "shorter"
+    return f"{format_duration(value)} is {side} than {other} ({format_duration(limit)}): {why}"
 
 
 def read_zone(value: object) -> object:

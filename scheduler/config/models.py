@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from scheduler.config.bounds import MAX_URL_LENGTH, check_cron, plausible, read_duration, read_zone
+from scheduler.config.bounds import MAX_URL_LENGTH, check_cron, out_of_order, plausible, read_duration, read_zone
 from scheduler.schedules import Schedule
 
 ENDPOINTS: dict[str, str] = {
@@ -129,6 +129,16 @@ class Job(_Strict):
     def _scenario_ids(cls, value: object) -> object:
         if isinstance(value, list):
             return [{"id": item} if isinstance(item, int) else item for item in value]
+        return value
+
+    @field_validator("jitter")
+    @classmethod
+    def _jitter_within_interval(cls, value: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        every = info.data.get("every")  # declared before jitter: None when not set, or not valid (said already)
+        if value is not None and every is not None:
+            why = "a fire would come after the job's next slot"
+            if problem := out_of_order(value, every, "every", at_most=True, why=why):
+                raise ValueError(problem)
         return value
 
     @field_validator("body")

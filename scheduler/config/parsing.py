@@ -24,7 +24,7 @@ import tomli
 from pydantic import BaseModel, ValidationError
 
 from scheduler.config.alert_urls import alert_url_secrets, apprise_problem
-from scheduler.config.bounds import INT64, MAX_DEPTH, MAX_FILE_BYTES, MIN_SECRET_LENGTH
+from scheduler.config.bounds import INT64, MAX_DEPTH, MAX_FILE_BYTES, MIN_SECRET_LENGTH, out_of_order
 from scheduler.config.issues import VARIABLE, Issues, position, too_deep
 from scheduler.config.models import (
     AlertChannel,
@@ -137,6 +137,7 @@ def _parse(text: str, *, path: Path, env: Mapping[str, str], previous: Config | 
         issues.add((key,), f"unknown section [{key}]{hint}")
 
     daemon = _section(raw, "daemon", DaemonConfig, issues)
+    _check_poll_ceiling(raw.get("daemon", {}), daemon, issues)
     defaults = _section(raw, "defaults", JobDefaults, issues)
     history = _section(raw, "history", HistoryConfig, issues)
     channels = _channels(raw.get("alerts", {}), issues, previous)
@@ -252,6 +253,15 @@ def _section(raw: dict[str, Any], name: str, model: type[_Model], issues: Issues
     except ValidationError as error:
         issues.add_validation((name,), error, model.model_fields)
         return model.model_validate({})
+
+
+def _check_poll_ceiling(table: dict[str, Any], daemon: DaemonConfig, issues: Issues) -> None:
+    # Only when the file sets both: a ceiling below the default first pause (10s) has always been accepted.
+    if {"poll_interval", "poll_max_interval"} <= table.keys():
+        why = "the pause between two reads starts at poll_interval and grows up to poll_max_interval"
+        ceiling, first = daemon.poll_max_interval, daemon.poll_interval
+        if problem := out_of_order(ceiling, first, "poll_interval", at_most=False, why=why):
+            issues.add(("daemon", "poll_max_interval"), f"poll_max_interval: {problem}")
 
 
 def _named(section: str, name: str, table: Any, model: type[_Model], issues: Issues) -> _Model | None:
