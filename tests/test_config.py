@@ -838,6 +838,24 @@ def test_config_secrets_hold_interpolated_values_and_alert_url_credentials() -> 
     assert "abcdefgh" not in repr(config)
 
 
+def test_many_problems_each_name_their_own_variable_and_place() -> None:
+    count = 300
+    env = {f"EVERY_{i}": f"bad-{i:03d}" for i in range(count)} | {"LONGER": "bad-001-and-more"}
+    text = "".join(f'[jobs.j{i}]\nagent = 12\nscenarios = [101]\nevery = "${{EVERY_{i}}}"\n\n' for i in range(count))
+    text += '[jobs.long]\nagent = 12\nscenarios = [101]\nevery = "${LONGER}"\n\n[jobs.dotted.body]\nq = 1\n'
+    issues = issues_of(text, env)
+    every = [issue for issue in issues if issue.message.startswith("every:")]
+    assert [(issue.job, issue.line) for issue in every] == [
+        *((f"j{i}", 5 * i + 4) for i in range(count)),
+        ("long", 5 * count + 4),
+    ]
+    assert all(f"(the value of ${{EVERY_{i}}})" in issue.message for i, issue in enumerate(every[:count]))
+    assert "(the value of ${LONGER})" in every[-1].message  # named whole, not through the bad-001 inside it
+    assert not any("bad-" in issue.message for issue in issues)
+    dotted = [issue for issue in issues if issue.job == "dotted" and issue.line is not None]
+    assert [issue.line for issue in dotted] == [5 * count + 6] * 2  # [jobs.dotted.body]: cron/every, agent
+
+
 def test_a_url_apprise_cannot_parse_is_an_error_naming_the_channel_not_the_url(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
