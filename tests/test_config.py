@@ -647,6 +647,30 @@ def test_every_duration_has_documented_bounds(
         assert issue.message == f"{key}: invalid duration {too_short!r}: too short (at least {shortest})"
 
 
+def test_a_jitter_longer_than_the_interval_is_an_error_at_its_line() -> None:
+    interval = '[jobs.nightly]\nagent = 12\nscenarios = [101]\nevery = "1h"\n'
+    issue = only_issue(interval + 'jitter = "90m"\n')
+    assert (str(issue.path), issue.line, issue.column, issue.job) == (str(PATH), 5, 1, "nightly")
+    assert issue.message == "jitter: 1h30m is longer than every (1h): a fire would come after the job's next slot"
+    inherited = only_issue('[defaults]\njitter = "2h"\n\n' + interval)  # from [defaults]: said at the job
+    assert (inherited.line, inherited.job) == (4, "nightly") and "2h is longer than every (1h)" in inherited.message
+    assert parse(interval + 'jitter = "1h"\n').jobs["nightly"].jitter == timedelta(hours=1)  # as long is fine
+    assert parse(job('jitter = "1d"\n')).jobs["nightly"].jitter == timedelta(days=1)  # a cron has no every
+
+
+def test_a_poll_ceiling_below_the_first_poll_pause_is_an_error_at_its_line() -> None:
+    issue = only_issue(job('\n[daemon]\npoll_interval = "30s"\npoll_max_interval = "10s"\n'))
+    assert (issue.line, issue.column, issue.job) == (8, 1, None)
+    assert issue.message == (
+        "poll_max_interval: 10s is shorter than poll_interval (30s): the pause between two reads starts at "
+        "poll_interval and grows up to poll_max_interval"
+    )
+    daemon = parse(job('\n[daemon]\npoll_interval = "30s"\npoll_max_interval = "30s"\n')).daemon
+    assert daemon.poll_interval == daemon.poll_max_interval == timedelta(seconds=30)  # as long is fine
+    # Against a default it is not checked: a ceiling of 5s alone (first pause 10s) has always been accepted.
+    assert parse(job('\n[daemon]\npoll_max_interval = "5s"\n')).daemon.poll_max_interval == timedelta(seconds=5)
+
+
 def test_the_readme_documents_every_duration_bound() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for key, (shortest, longest) in DURATION_BOUNDS.items():
@@ -812,6 +836,24 @@ def test_config_secrets_hold_interpolated_values_and_alert_url_credentials() -> 
         "abcdefgh",  # a query value under a key that says token; format=json is no secret, nor is the host
     }
     assert "abcdefgh" not in repr(config)
+
+
+def test_many_problems_each_name_their_own_variable_and_place() -> None:
+    count = 300
+    env = {f"EVERY_{i}": f"bad-{i:03d}" for i in range(count)} | {"LONGER": "bad-001-and-more"}
+    text = "".join(f'[jobs.j{i}]\nagent = 12\nscenarios = [101]\nevery = "${{EVERY_{i}}}"\n\n' for i in range(count))
+    text += '[jobs.long]\nagent = 12\nscenarios = [101]\nevery = "${LONGER}"\n\n[jobs.dotted.body]\nq = 1\n'
+    issues = issues_of(text, env)
+    every = [issue for issue in issues if issue.message.startswith("every:")]
+    assert [(issue.job, issue.line) for issue in every] == [
+        *((f"j{i}", 5 * i + 4) for i in range(count)),
+        ("long", 5 * count + 4),
+    ]
+    assert all(f"(the value of ${{EVERY_{i}}})" in issue.message for i, issue in enumerate(every[:count]))
+    assert "(the value of ${LONGER})" in every[-1].message  # named whole, not through the bad-001 inside it
+    assert not any("bad-" in issue.message for issue in issues)
+    dotted = [issue for issue in issues if issue.job == "dotted" and issue.line is not None]
+    assert [issue.line for issue in dotted] == [5 * count + 6] * 2  # [jobs.dotted.body]: cron/every, agent
 
 
 def test_a_url_apprise_cannot_parse_is_an_error_naming_the_channel_not_the_url(
