@@ -21,10 +21,10 @@ from pydantic import SecretStr
 from bench.plan import slot_of
 from bench.procs import SimServer, scratch_folder
 from bench.simserver import API_KEY
-from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient, http_client
 from scheduler.config import ConfigSource, load_config
 from scheduler.daemon import READS_IN_FLIGHT, Daemon
+from scheduler.delivery import AppriseSender
 from scheduler.store import Store, create_db_engine, upgrade_database
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo")

@@ -26,9 +26,9 @@ from scheduler.alerts import (
     notice_payload,
     outcome_payload,
     render,
-    send_now,
 )
 from scheduler.config import Config, Job, incident_policy
+from scheduler.delivery import send_now
 from scheduler.errors import StoreError
 from scheduler.store import Fire, Notice, Router, Store
 

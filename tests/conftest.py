@@ -23,12 +23,13 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from scheduler.alerts import Alert, AppriseSender, Delivery
+from scheduler.alerts import Alert, Delivery
 from scheduler.cekura import CekuraClient
 from scheduler.clock import Clock, SystemClock, VirtualClock
 from scheduler.config import AlertChannel, Config, ConfigSource, Job, load_config
 from scheduler.daemon import Daemon
 from scheduler.daemon.runtime import Runtime
+from scheduler.delivery import AppriseSender
 from scheduler.metrics import Metrics
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator, SimulatorConfig, running_simulator
@@ -36,6 +37,13 @@ from scheduler.store import Fire, Store, create_db_engine, fresh_schema_url, upg
 
 POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
 API_KEY = "test-key"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e/ is marked ``e2e`` (``pytest -m "not e2e"`` runs the fast layer alone)."""
+    for item in items:
+        if item.path.parent.name == "e2e":
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture
@@ -175,7 +183,8 @@ class AlertInbox:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"json://127.0.0.1:{self.server.server_address[1]}/alerts"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # Polled every 50 ms for shutdown (the default 0.5 s was half a second at the end of every test).
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def titles(self) -> list[str]:

@@ -23,10 +23,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler import redaction
-from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient, http_client
 from scheduler.config import Config, ConfigSource, load_config
 from scheduler.daemon import READS_IN_FLIGHT, Daemon
+from scheduler.delivery import AppriseSender
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
 from scheduler.logs import configure_logging
 from scheduler.schedules import parse_duration

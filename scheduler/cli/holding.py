@@ -21,7 +21,8 @@ def alerts() -> None:
 @click.argument("channel")
 def alerts_test(channel: str) -> None:
     """Send a test message to CHANNEL (an [alerts.<name>] of SCHEDULER_CONFIG) and report what it answered."""
-    from scheduler.alerts import TEST, AppriseSender, render
+    from scheduler.alerts import TEST, render
+    from scheduler.delivery import AppriseSender
 
     settings = common.read_settings()
     configure_logging("WARNING", settings.log_format)

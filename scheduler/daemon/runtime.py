@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from scheduler.alerts import AlertSender, Outbox
+from scheduler.alerts import AlertSender
 from scheduler.cekura import CekuraClient
 from scheduler.clock import Clock
 from scheduler.config import Config, Job
+from scheduler.delivery import Outbox
 from scheduler.errors import StoreError
 from scheduler.incidents import DATABASE_DOWN, Incidents
 from scheduler.metrics import Metrics

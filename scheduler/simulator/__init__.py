@@ -1,7 +1,7 @@
 """A local server speaking the subset of the Cekura API the scheduler uses, for demos and tests.
 
 Every answer validates against the response schema of its operation in Cekura's OpenAPI document
-(`tests/test_simulator_schema.py` holds it to that). It serves the run endpoints `run_scenarios_livekit_v2`,
+(`tests/unit/test_simulator_schema.py` holds it to that). It serves the run endpoints `run_scenarios_livekit_v2`,
 `run_scenarios_pipecat_v2`, `run_scenarios` and `run_scenarios_text` under `/test_framework/v1/scenarios/`, and
 the results endpoints (list and search, detail, `end_calls`) under both `/test_framework/v1/results/` and
 `/test_framework/v2/results/`.

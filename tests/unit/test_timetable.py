@@ -65,6 +65,7 @@ def test_a_slot_put_back_is_due_again() -> None:
 def test_jitter_moves_the_fire_not_the_slot() -> None:
     job = config(JOBS.replace('every = "10m"', 'every = "10m"\njitter = "2m"')).jobs["often"]
     table = Timetable()
+    assert job.jitter is not None
     due = table.plan(job, after=T0)
     assert due.slot == T0 + timedelta(minutes=10)
     assert due.fire_at == due.slot + jitter_offset("often", due.slot, job.jitter)

@@ -422,7 +422,7 @@ def test_find_by_name_follows_pages_and_keeps_exact_matches() -> None:
 
 
 def test_find_by_name_with_no_match() -> None:
-    empty = {"count": 0, "next": None, "previous": None, "results": []}
+    empty: dict[str, object] = {"count": 0, "next": None, "previous": None, "results": []}
     assert call(answer(200, empty), lambda client: client.find_by_name(NAME)) == []
 
 

@@ -23,7 +23,7 @@ from scheduler.cli import main
 from scheduler.config import ConfigSource, load_config
 from scheduler.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "TOKENBBBB2"  # the value of ${EVERY_VAR}: it must never show in an error
 ENV = {
     "SLACK_TOKEN_A": "T0AAAAAA",

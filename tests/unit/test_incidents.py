@@ -17,11 +17,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
 from scheduler.clock import VirtualClock
 from scheduler.config import load_config
 from scheduler.daemon import Daemon
+from scheduler.delivery import AppriseSender
 from scheduler.simulator import Simulator
 from scheduler.store import Fire, Store
 from tests.conftest import HEADER, AlertInbox, claim_slot, clean_environment, prepare, submissions_by_name

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
 from scheduler.clock import VirtualClock
 from scheduler.config import Config, ConfigSource, load_config
 from scheduler.daemon import Daemon
+from scheduler.delivery import AppriseSender
 from scheduler.errors import SchedulerError
 from scheduler.simulator import Simulator
 from scheduler.store import Store, create_db_engine
@@ -399,7 +399,7 @@ def test_trigger_records_a_fire_that_shows_in_the_history_and_the_metrics(
             assert [item["id"] for item in listed] == [fire["id"]]
 
             async def finished() -> bool:
-                return (await client.get(f"/api/fires/{fire['id']}")).json()["outcome"] == "passed"
+                return bool((await client.get(f"/api/fires/{fire['id']}")).json()["outcome"] == "passed")
 
             await eventually(finished)
             detail = (await client.get(f"/api/fires/{fire['id']}")).json()

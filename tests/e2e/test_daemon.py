@@ -17,9 +17,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from scheduler.alerts import AppriseSender
 from scheduler.cekura import CekuraClient
 from scheduler.daemon import Daemon
+from scheduler.delivery import AppriseSender
 from scheduler.schedules import jitter_offset
 from scheduler.simulator import Simulator
 from scheduler.store import Fire, Store
@@ -69,9 +69,9 @@ def test_a_failing_job_alerts_and_then_recovers(
     failed = next(doc for doc in alert_inbox.documents() if doc["event"] == "opened")
     assert failed["title"] == "[cekura-scheduler] FAILED smoke: 1 of 2 runs failed"
     assert failed["job"] == "smoke" and failed["slot"].endswith("Z") and failed["result_id"] >= 9001
-    [run] = failed["failed_runs"]  # which scenario failed, and why
-    assert run["scenario_name"] == "Scenario 102"
-    assert run["failed_metrics"] == [
+    [failed_run] = failed["failed_runs"]  # which scenario failed, and why
+    assert failed_run["scenario_name"] == "Scenario 102"
+    assert failed_run["failed_metrics"] == [
         {"name": "Refund policy followed", "explanation": "Agent did not confirm the refund amount."}
     ]
     assert failed["failure_analysis"] == ["Agent did not confirm the refund amount."]
@@ -175,7 +175,7 @@ def test_a_refused_api_key_skips_slots_without_posting_alerts_once_and_recovers_
 def test_cekura_out_of_reach_is_one_daemon_incident_resolved_at_the_first_answer(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
-    from tests.test_exactly_once import TcpProxy
+    from tests.e2e.test_exactly_once import TcpProxy
 
     proxy = TcpProxy(("127.0.0.1", int(simulator.base_url.rpartition(":")[2])))
     config, store = prepare(

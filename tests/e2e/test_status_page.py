@@ -20,7 +20,7 @@ import pytest
 
 from scheduler.simulator import Simulator
 from tests.conftest import API_KEY, clean_environment, wait_until
-from tests.test_web import cli, free_port
+from tests.e2e.test_web import cli, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

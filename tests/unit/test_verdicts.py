@@ -62,7 +62,8 @@ def test_a_completed_result_whose_runs_all_passed_passes() -> None:
 
 
 def test_a_completed_result_without_runs_fails() -> None:
-    for runs in ({}, [], None):
+    empties: list[object] = [{}, [], None]
+    for runs in empties:
         verdict = Result.model_validate({"id": 9001, "status": "completed", "runs": runs}).verdict()
         assert verdict is not None and (verdict.outcome, verdict.reason) == (FAILED, "the result has no runs")
 
@@ -120,8 +121,8 @@ def test_cekuras_failed_count_is_heard_when_every_listed_run_passed() -> None:
         verdict = detail("completed", run(1), failed_runs_count=count).verdict()
         assert verdict is not None and verdict.outcome == FAILED
         assert verdict.reason == "Cekura counts 2 failed runs, though every listed run passed"
-    for count in (0, "0", None, "n/a", [1]):
-        verdict = detail("completed", run(1), failed_runs_count=count).verdict()
+    for heard_as_none in (0, "0", None, "n/a", [1]):
+        verdict = detail("completed", run(1), failed_runs_count=heard_as_none).verdict()
         assert verdict is not None and verdict.outcome == PASSED
 
 

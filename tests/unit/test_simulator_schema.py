@@ -1,6 +1,6 @@
 """Every answer of the simulator, held against the response schema of its operation in Cekura's API document.
 
-The schemas are copies kept in `tests/cekura_openapi/` (see its README). They are OpenAPI 3.0 flavoured, so
+The schemas are copies kept in `tests/unit/cekura_openapi/` (see its README). They are OpenAPI 3.0 flavoured, so
 `"nullable": true` is turned into an allowed null before a Draft 2020-12 validator reads them. Status codes the
 document does not list for an operation must carry the `{"detail": "..."}` body every Cekura error has.
 """
@@ -30,7 +30,7 @@ from scheduler.simulator import (
 from tests.conftest import FakeClock
 
 OPENAPI = Path(__file__).parent / "cekura_openapi"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "cekura-openapi"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "cekura-openapi"
 KEY = {"X-CEKURA-API-KEY": "sim-key"}
 VERSIONS = ("v1", "v2")
 # Errors every endpoint can answer that no operation of the document lists; 404 is listed for detail and
@@ -126,7 +126,7 @@ def _errors(schema: Any, instance: Any) -> list[str]:
 
 def check(response: httpx.Response, slug: str) -> Any:
     """Hold an answer against the schema of its operation and status code; return its body."""
-    body = response.json() if response.content else None
+    body: Any = response.json() if response.content else None
     documented = operation(slug)["responses"]
     code = str(response.status_code)
     if code in documented:

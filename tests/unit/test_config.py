@@ -25,7 +25,7 @@ from scheduler.config import (
 from scheduler.errors import ConfigError, ConfigIssue
 from scheduler.schedules import format_duration
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PATH = Path("/etc/cekura/jobs.toml")
 
 EXAMPLE = """\
