@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,7 +220,3 @@ def daemons(folder: Path, count: int, *, simulator_url: str, database_url: str, 
                 daemon.process.send_signal(signal.SIGTERM)
         for daemon in started:
             daemon.stop()
-
-
-def python_process(code: str, *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", code], env=dict(env or clean_environment()))

@@ -9,7 +9,6 @@ leases run on it; the end-to-end tests run the daemon on the real clock against 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -46,10 +45,9 @@ class SystemClock:
         try:
             done, _ = await asyncio.wait(waiters, timeout=max(within, 0.0), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # Not awaited: awaiting them here could swallow a cancellation of the caller's task.
             for waiter in waiters:
                 waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*waiters, return_exceptions=True)
         return bool(done)
 
 

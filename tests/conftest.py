@@ -92,6 +92,13 @@ def clean_environment(**settings: str) -> dict[str, str]:
     return env
 
 
+def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m scheduler ARGS`` (what ``cekura-scheduler ARGS`` is), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def run_environment(config: Path, database_url: str, simulator: Simulator, **settings: str) -> dict[str, str]:
     """The environment of ``python -m scheduler run`` in a test: this simulator, this database, HTTP on a free port
     (tests and replicas run side by side), plus ``settings``."""

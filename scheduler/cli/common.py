@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import SecretStr
@@ -23,16 +23,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler import redaction
-from scheduler.cekura import CekuraClient, http_client
 from scheduler.config import Config, ConfigSource, load_config
-from scheduler.daemon import READS_IN_FLIGHT, Daemon
-from scheduler.delivery import AppriseSender
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
 from scheduler.logs import configure_logging
 from scheduler.schedules import parse_duration
 from scheduler.settings import Settings, load_settings
 from scheduler.store import Fire, Store, create_db_engine, upgrade_database
 from scheduler.views import outcome_word
+
+if TYPE_CHECKING:
+    from scheduler.daemon import Daemon
 
 
 def read_settings() -> Settings:
@@ -97,6 +97,11 @@ def _database_failure(error: Exception, settings: Settings) -> str:
 async def connected_daemon(
     settings: Settings, config: Config, store: Store, api_key: SecretStr, source: ConfigSource | None = None
 ) -> AsyncIterator[Daemon]:
+    # Imported here: the commands that only read the database never load the engine, httpx or Apprise.
+    from scheduler.cekura import CekuraClient, http_client
+    from scheduler.daemon import READS_IN_FLIGHT, Daemon
+    from scheduler.delivery import AppriseSender
+
     # Hidden from every log line from now on (the daemon adds the API key and the config's own secrets).
     redaction.register([settings.http_token.get_secret_value()] if settings.http_token else [])
     async with http_client(max_connections=config.daemon.max_concurrent_submissions + READS_IN_FLIGHT) as http:

@@ -254,14 +254,6 @@ class Daemon:
             self.follower.start(fire)
         return fire
 
-    async def follow(self, fire: Fire) -> Fire:
-        """Poll a submitted result until it ends or times out; record and alert its outcome."""
-        return await self.follower.follow(fire)
-
-    async def sweep(self) -> None:
-        """Take over the unfinished fires whose lease ran out (see ``Upkeep.sweep``)."""
-        await self.upkeep.sweep()
-
     async def trigger(self, job_name: str, *, wait: bool = False) -> Fire:
         """Fire one job now, recorded like any fire (slot = now); with ``wait``, follow it to its outcome."""
         rt = self.runtime
@@ -274,7 +266,7 @@ class Daemon:
         if wait and fire.state == SUBMITTED:
             heartbeat = rt.spawn(self.upkeep.heartbeat_forever())  # keep the lease: no daemon polls it meanwhile
             try:
-                fire = await self.follow(fire)
+                fire = await self.follower.follow(fire)
             finally:
                 heartbeat.cancel()
         else:

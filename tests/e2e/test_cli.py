@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from scheduler.cli import main
 from scheduler.simulator import Simulator
 from scheduler.web import WebServer
-from tests.conftest import API_KEY, clean_environment, run_environment, wait_until
+from tests.conftest import API_KEY, clean_environment, cli, run_environment, wait_until
 
 JOBS = """
 [daemon]
@@ -41,12 +41,6 @@ agent = 34
 scenarios = [301, 302]
 frequency = 2
 """
-
-
-def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def environment(tmp_path: Path, simulator: Simulator | None = None, **extra: str) -> dict[str, str]:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from scheduler.simulator import Simulator
-from tests.conftest import API_KEY, clean_environment, wait_until
-from tests.e2e.test_web import cli, free_port
+from tests.conftest import API_KEY, clean_environment, cli, wait_until
+from tests.e2e.test_web import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

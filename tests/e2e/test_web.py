@@ -35,6 +35,7 @@ from tests.conftest import (
     AlertInbox,
     claim_slot,
     clean_environment,
+    cli,
     make_daemon,
     prepare,
     wait_until,
@@ -806,12 +807,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args], env=env, capture_output=True, text=True, timeout=60
-    )
 
 
 def _cli_env(**settings: str) -> dict[str, str]:

@@ -6,12 +6,14 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from scheduler.clock import VirtualClock
 from scheduler.config import Job
 from scheduler.daemon.admission import Admission
 from scheduler.daemon.following import Follower
 from scheduler.daemon.missed import MissedSlots
-from scheduler.daemon.timetable import SKIP_SUPERSEDED, SKIP_TOO_OLD
+from scheduler.daemon.timetable import SKIP_CATCH_UP, SKIP_SUPERSEDED, SKIP_TOO_OLD
 from scheduler.simulator import Simulator
 from tests.conftest import claim_slot, daemon_parts
 
@@ -20,7 +22,7 @@ JOBS = """
 cron = "0 * * * *"
 agent = 12
 scenarios = [101]
-catch_up = "latest"
+catch_up = "{policy}"
 catch_up_window = "150m"
 """
 
@@ -29,8 +31,20 @@ def hour(h: int) -> datetime:
     return datetime(2026, 3, 2, h, 0, tzinfo=UTC)
 
 
-def test_after_a_downtime_the_latest_slot_is_submitted_and_every_other_is_recorded_with_its_reason(
-    tmp_path: Path, virtual_simulator: Simulator
+@pytest.mark.parametrize(
+    ("policy", "submitted", "skipped_within_the_window"),
+    [
+        ("latest", [9], {7: SKIP_SUPERSEDED, 8: SKIP_SUPERSEDED}),
+        ("all", [7, 8, 9], {}),
+        ("skip", [], {7: SKIP_CATCH_UP, 8: SKIP_CATCH_UP, 9: SKIP_CATCH_UP}),
+    ],
+)
+def test_after_a_downtime_missed_slots_are_submitted_or_recorded_with_their_reason_as_the_policy_says(
+    tmp_path: Path,
+    virtual_simulator: Simulator,
+    policy: str,
+    submitted: list[int],
+    skipped_within_the_window: dict[int, str],
 ) -> None:
     clock = VirtualClock(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
     fired: list[tuple[str, datetime]] = []
@@ -39,7 +53,7 @@ def test_after_a_downtime_the_latest_slot_is_submitted_and_every_other_is_record
         fired.append((job.name, slot))
 
     async def scenario() -> dict[datetime, str | None]:
-        async with daemon_parts(tmp_path, JOBS, virtual_simulator, clock) as parts:
+        async with daemon_parts(tmp_path, JOBS.format(policy=policy), virtual_simulator, clock) as parts:
             rt = parts.runtime
             claim_slot(
                 parts.store, "hourly", datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
@@ -52,5 +66,6 @@ def test_after_a_downtime_the_latest_slot_is_submitted_and_every_other_is_record
             }
 
     skipped = asyncio.run(scenario())
-    assert fired == [("hourly", hour(9))]
-    assert skipped == {hour(5): SKIP_TOO_OLD, hour(6): SKIP_TOO_OLD, hour(7): SKIP_SUPERSEDED, hour(8): SKIP_SUPERSEDED}
+    assert fired == [("hourly", hour(h)) for h in submitted]
+    too_old = {hour(5): SKIP_TOO_OLD, hour(6): SKIP_TOO_OLD}  # beyond the 150 minutes of catch_up_window
+    assert skipped == too_old | {hour(h): reason for h, reason in skipped_within_the_window.items()}
