@@ -21,6 +21,7 @@ from pydantic import SecretStr, ValidationError
 
 from scheduler.config import ENDPOINTS, Job
 from scheduler.errors import (
+    AnswerTooLargeError,
     CekuraAmbiguousError,
     CekuraAuthError,
     CekuraBalanceError,
@@ -85,25 +86,22 @@ def _message(content: bytes, response: httpx.Response) -> str:
     return str(data)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _read_capped(response: httpx.Response) -> bytes:
     """The body of a streamed answer, refusing one larger than ``MAX_ANSWER_BYTES`` (it is never kept)."""
+    too_large = AnswerTooLargeError(f"an answer larger than {MAX_ANSWER_BYTES} bytes")
     try:
         declared = int(response.headers.get("Content-Length", "0"))
     except ValueError:
         declared = 0
     if declared > MAX_ANSWER_BYTES:
         await response.aclose()
-        raise _TooLarge
+        raise too_large
     chunks, size = [], 0
     try:
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > MAX_ANSWER_BYTES:
-                raise _TooLarge
+                raise too_large
             chunks.append(chunk)
     finally:
         await response.aclose()
@@ -201,7 +199,7 @@ class CekuraClient:
             if may_duplicate:
                 raise CekuraAmbiguousError(message) from error
             raise CekuraUnavailableError(message) from error
-        except _TooLarge:
+        except AnswerTooLargeError:
             message = f"{what}: Cekura's answer is larger than {MAX_ANSWER_BYTES // 1_000_000} MB; it was not read"
             if may_duplicate:
                 raise CekuraAmbiguousError(message, status_code=response.status_code) from None

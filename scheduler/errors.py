@@ -14,6 +14,7 @@ SchedulerError                 base; ``permanent`` says whether retrying can hel
 │   ├── CekuraUnavailableError 429/503 or a connect error: the request surely did not take effect
 │   ├── CekuraAmbiguousError   the request may have reached Cekura: answer lost, 500/502/504
 │   └── CekuraResponseError    Cekura answered 2xx with a body we cannot read
+├── AnswerTooLargeError        an answer past the client's size cap (mapped to a CekuraError by the client)
 └── StoreError                 the database failed or refused
 """
 
@@ -155,6 +156,10 @@ class CekuraResponseError(CekuraError):
     """Cekura answered with a body that does not have the documented shape."""
 
     permanent = True
+
+
+class AnswerTooLargeError(SchedulerError):
+    """An answer larger than the client reads; the client turns it into the CekuraError its request calls for."""
 
 
 class StoreError(SchedulerError):
