@@ -24,6 +24,7 @@ from bench.simserver import API_KEY
 from scheduler.cekura import CekuraClient, http_client
 from scheduler.config import ConfigSource, load_config
 from scheduler.daemon import READS_IN_FLIGHT, Daemon
+from scheduler.daemon.reloading import Reloader
 from scheduler.delivery import AppriseSender
 from scheduler.store import Store, create_db_engine, upgrade_database
 
@@ -121,11 +122,14 @@ async def _reload(jobs: int, sim: SimServer, folder: Path) -> ReloadResult:
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))
             await asyncio.sleep(4.0)
-            daemon.config_source = ConfigSource(path, env={})  # set after start: no file watcher, we reload
+            # The daemon's reloading part on its own, with no file watcher: this times one reload.
+            reloader = Reloader(
+                daemon.runtime, source=ConfigSource(path, env={}), timetable=daemon.timetable, wake=asyncio.Event()
+            )
             path.write_text(big_config(jobs, ticking=TICKING, tick_every={"tick-0": "2s"}))
             began_at = time.time()
             began = time.perf_counter()
-            applied = await daemon.reload()
+            applied = await reloader.reload()
             took = time.perf_counter() - began
             await asyncio.sleep(4.0)
             stop.set()
