@@ -39,11 +39,21 @@ POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
 API_KEY = "test-key"
 
 
+WORKERS = 4  # pytest-xdist's -n in pyproject.toml
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/e2e/ is marked ``e2e`` (``pytest -m "not e2e"`` runs the fast layer alone)."""
+    """Mark every test under tests/e2e/ ``e2e`` (``pytest -m "not e2e"`` runs the fast layer alone), and deal the
+    tests out so that each of the workers' first shares holds its part of the slow end-to-end tests.
+
+    pytest-xdist gives each worker a contiguous share of the list to start with; as collected, the first share
+    would hold every e2e test (they wait on real processes and sockets) and the others only fast unit tests.
+    """
     for item in items:
         if item.path.parent.name == "e2e":
             item.add_marker(pytest.mark.e2e)
+    ordered = [item for share in range(WORKERS) for item in items[share::WORKERS]]
+    items[:] = ordered
 
 
 @pytest.fixture
