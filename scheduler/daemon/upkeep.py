@@ -108,12 +108,14 @@ class Upkeep:
     async def heartbeat(self) -> None:
         """Renew the leases once; a fire another process holds now is no longer followed here."""
         rt = self._rt
+        mine = rt.in_flight.mine()
         try:
-            held = await rt.db(rt.store.renew_leases, rt.owner, rt.in_flight.mine(), until=rt.clock.now() + rt.lease)
+            held = await rt.db(rt.store.renew_leases, rt.owner, mine, until=rt.clock.now() + rt.lease)
         except StoreError as error:
             logger.warning("cannot renew leases: %s", error)
             return
-        for fire_id in set(rt.in_flight.following) - held:
+        # Only the fires that were asked about: one the sweep took over meanwhile is this process's, not lost.
+        for fire_id in (set(mine) & rt.in_flight.following) - held:
             logger.warning("fire %d was taken over by another process; no longer following it", fire_id)
             self._follower.stop_following(fire_id)
 

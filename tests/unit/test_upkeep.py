@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from scheduler.clock import VirtualClock
 from scheduler.config import Job
 from scheduler.daemon.admission import Admission
@@ -75,3 +77,23 @@ def test_a_lease_renewed_by_the_heartbeat_is_not_taken_and_one_that_ran_out_is_f
     assert fire is not None and taken == [fire.id]
     assert fire.outcome == "passed"
     assert len(virtual_simulator.submissions) == 1  # taken over, never submitted again
+
+
+def test_a_fire_taken_over_while_the_heartbeat_renews_is_followed_on_not_dropped(
+    tmp_path: Path, virtual_simulator: Simulator, virtual_clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep and the heartbeat meet every 30 s: a fire whose follower starts while the leases are being
+    renewed was not in the renewal, and must not be taken for one that another process holds (it was dropped, and
+    followed again only once its lease ran out)."""
+    virtual_simulator.config.run_duration = 600.0
+
+    async def scenario() -> None:
+        async with replica(tmp_path, virtual_simulator, virtual_clock, "a") as (a, upkeep):
+            fire = await submitted_by(a)
+            renewing = asyncio.create_task(upkeep.heartbeat())
+            await asyncio.sleep(0)  # the heartbeat has asked the database which leases it holds
+            a.runtime.in_flight.following.add(fire.id)  # meanwhile the sweep took this fire over and follows it
+            await renewing
+
+    asyncio.run(scenario())
+    assert not [record for record in caplog.records if "taken over by another process" in record.getMessage()]
