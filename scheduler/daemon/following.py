@@ -220,6 +220,13 @@ class Follower:
             error=error,
             **recorded,
         )
+        if finished:  # counted at once: /metrics agrees with the database as soon as it can
+            if outcome == PASSED:
+                rt.stats.passed += 1
+            else:
+                rt.stats.failed += 1
+            rt.metrics.fires.labels(fire.job, outcome).inc()
+            rt.outbox.wake.set()
         refreshed = await rt.db_patiently(f"fire {fire.id}", rt.store.get_fire, fire.id)
         assert refreshed is not None
         if not finished:
@@ -233,10 +240,4 @@ class Follower:
             f": {error}" if error else "",
             extra={"job": fire.job, "slot": fire.slot.isoformat(), "result_id": fire.result_id, "outcome": outcome},
         )
-        if outcome == PASSED:
-            rt.stats.passed += 1
-        else:
-            rt.stats.failed += 1
-        rt.metrics.fires.labels(fire.job, outcome).inc()
-        rt.outbox.wake.set()
         return refreshed

@@ -25,6 +25,7 @@ from scheduler.simulator import Simulator
 from scheduler.store import Fire, Store
 from tests.conftest import (
     API_KEY,
+    HEADER,
     JOB,
     AlertInbox,
     QuickClock,
@@ -263,10 +264,14 @@ def test_a_result_that_never_ends_times_out_and_its_calls_are_ended(
 
 def test_results_in_flight_are_followed_after_a_restart(run: Callable[..., Store], simulator: Simulator) -> None:
     simulator.config.run_duration = 4.0
-    first = run(until=lambda s: bool(s.in_flight()))
+    # Leases of 2 s: a fire the first daemon did not hand back is taken over within seconds, not 30.
+    header = HEADER.replace("[daemon]\n", '[daemon]\nlease = "2s"\n')
+    first = run(until=lambda s: bool(s.in_flight()), header=header)
     left = first.in_flight()[0]  # the first daemon stopped while this result was still running
 
-    second = run(until=lambda s: (f := s.get_fire(left.id)) is not None and f.state == "finished", timeout=30)
+    second = run(
+        until=lambda s: (f := s.get_fire(left.id)) is not None and f.state == "finished", timeout=30, header=header
+    )
     fire = second.get_fire(left.id)
     assert fire is not None and fire.outcome == "passed" and fire.result_id == left.result_id
     assert submissions_by_name(simulator)[left.submission_name] == 1
