@@ -7,6 +7,7 @@ where the fault is PostgreSQL's). A dead process is played by rows it left behin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import signal
@@ -394,7 +395,12 @@ class TcpProxy:
         self.up = False
         with self._lock:
             for end in list(self._sockets):
-                end.close()  # connections in use die like at a server restart; new ones are refused
+                # Connections in use die as at a server restart (shutdown sends the FIN and wakes the pump
+                # blocked in recv; close alone does neither, and a client waited on it forever); new ones are
+                # refused.
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
 
     def restore(self) -> None:
         self.up = True
