@@ -21,12 +21,13 @@ from pydantic import SecretStr
 from bench.plan import slot_of
 from bench.procs import SimServer, scratch_folder
 from bench.simserver import API_KEY
-from scheduler.cekura import CekuraClient, http_client
+from scheduler.cekura import CekuraClient
 from scheduler.config import ConfigSource, load_config
 from scheduler.daemon import READS_IN_FLIGHT, Daemon
 from scheduler.daemon.reloading import Reloader
 from scheduler.delivery import AppriseSender
 from scheduler.store import Store, create_db_engine, upgrade_database
+from scheduler.transport import http_client
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo")
 CRON_SHAPES = ("{m} {h} * * *", "{m} {h} * * 1-5", "{m} {h} 1 * *", "{m} {h} * * 0", "{m} {h} 1,15 * *")

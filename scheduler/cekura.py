@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json as _json
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,42 +113,6 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-class PooledTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 connections to Cekura in several small pools; each request goes to the least busy one.
-
-    Each time a request is queued or released, httpcore's pool walks all its connections (and, for each idle
-    one, counts them all again), and for each queued request scans them twice more: one pool of 70 connections
-    kept alive spends ~12 ms of CPU per request (BENCHMARKS.md). Small pools keep each walk short. Every pool
-    keeps all its connections alive: with fewer keep-alive connections than connections, httpcore closes each
-    connection that goes idle while more are open, and a burst reconnects.
-    """
-
-    def __init__(self, *, max_connections: int, per_pool: int = 8) -> None:
-        count = max(1, math.ceil(max_connections / per_pool))
-        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
-        tls = httpx.create_ssl_context()  # one for all pools: loading the CA bundle costs ~15 ms each time
-        self._pools = [httpx.AsyncHTTPTransport(limits=limits, verify=tls) for _ in range(count)]
-        self._busy = [0] * count
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        index = min(range(len(self._pools)), key=self._busy.__getitem__)
-        self._busy[index] += 1
-        try:
-            return await self._pools[index].handle_async_request(request)
-        finally:
-            self._busy[index] -= 1
-
-    async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
-
-
-def http_client(*, max_connections: int) -> httpx.AsyncClient:
-    """The HTTP client the daemon talks to Cekura through: small keep-alive pools, 30 s to answer."""
-    transport = PooledTransport(max_connections=max_connections)
-    return httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), transport=transport)
 
 
 class CekuraClient:
@@ -302,11 +265,9 @@ class CekuraClient:
 __all__ = [
     "CekuraClient",
     "CekuraError",
-    "PooledTransport",
     "Result",
     "ResultSummary",
     "Run",
     "Submission",
     "build_submission",
-    "http_client",
 ]

@@ -34,6 +34,7 @@ from scheduler.metrics import Metrics
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator, SimulatorConfig, running_simulator
 from scheduler.store import Fire, Store, create_db_engine, fresh_schema_url, upgrade_database
+from scheduler.transport import AiohttpTransport
 
 POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
 API_KEY = "test-key"
@@ -93,6 +94,11 @@ def client(sim: Simulator) -> Iterator[httpx.Client]:
     """An HTTP client to ``sim``, with its key."""
     with httpx.Client(base_url=sim.base_url, headers={"X-CEKURA-API-KEY": "sim-key"}, timeout=5.0) as http:
         yield http
+
+
+def cekura_http(timeout: float = 5.0) -> httpx.AsyncClient:
+    """An HTTP client to the simulator over the daemon's own transport (``scheduler.transport``)."""
+    return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(max_connections=60))
 
 
 def clean_environment(**settings: str) -> dict[str, str]:
@@ -331,7 +337,7 @@ def run_daemon(
     config, store = prepare(tmp_path, jobs, inbox=inbox, database_url=database_url, header=header)
 
     async def main() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        async with cekura_http() as http:
             daemon = make_daemon(config, store, http, simulator, api_key, clock)
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))
@@ -496,7 +502,7 @@ async def daemon_parts(
     upgrade_database(engine)
     store = Store(engine=engine)
     sender = RecordingSender()
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with cekura_http() as http:
         cekura = CekuraClient(http=http, base_url=simulator.base_url, api_key=SecretStr(simulator.config.api_key or ""))
         runtime = Runtime(
             config=config,

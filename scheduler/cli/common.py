@@ -98,9 +98,10 @@ async def connected_daemon(
     settings: Settings, config: Config, store: Store, api_key: SecretStr, source: ConfigSource | None = None
 ) -> AsyncIterator[Daemon]:
     # Imported here: the commands that only read the database never load the engine, httpx or Apprise.
-    from scheduler.cekura import CekuraClient, http_client
+    from scheduler.cekura import CekuraClient
     from scheduler.daemon import READS_IN_FLIGHT, Daemon
     from scheduler.delivery import AppriseSender
+    from scheduler.transport import http_client
 
     # Hidden from every log line from now on (the daemon adds the API key and the config's own secrets).
     redaction.register([settings.http_token.get_secret_value()] if settings.http_token else [])

@@ -29,6 +29,7 @@ from tests.conftest import (
     JOB,
     AlertInbox,
     QuickClock,
+    cekura_http,
     eventually,
     finished,
     make_daemon,
@@ -141,7 +142,7 @@ def test_a_refused_api_key_skips_slots_without_posting_alerts_once_and_recovers_
         return [f for f in store.recent_fires(limit=200) if f.skip_reason == "api-key-rejected"]
 
     async def scenario() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        async with cekura_http() as http:
             daemon = Daemon(
                 config=config,
                 store=store,
@@ -184,7 +185,7 @@ def test_cekura_out_of_reach_is_one_daemon_incident_resolved_at_the_first_answer
     )
 
     async def scenario() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        async with cekura_http() as http:
             daemon = Daemon(
                 config=config,
                 store=store,
@@ -247,7 +248,7 @@ def test_a_result_that_never_ends_times_out_and_its_calls_are_ended(
 
     async def main() -> Fire:
         # An hourly job does not fire during a test: fire it by hand, as `cekura-scheduler trigger --wait` does.
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        async with cekura_http() as http:
             return await make_daemon(config, store, http, simulator).trigger("smoke", wait=True)
 
     fire = asyncio.run(main())

@@ -33,6 +33,7 @@ from tests.conftest import (
     HEADER,
     POSTGRES_URL,
     AlertInbox,
+    cekura_http,
     claim_slot,
     eventually,
     finished,
@@ -219,7 +220,7 @@ def test_a_verdict_that_cannot_be_written_is_kept_and_written_once_the_database_
         return fire.owner if fire is not None else None
 
     async def scenario() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        async with cekura_http() as http:
             daemon = make_daemon(config, store, http, simulator)
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))
@@ -432,7 +433,7 @@ def test_an_unreachable_database_stops_submissions_alerts_and_recovers(
     outage: dict[str, datetime] = {}
 
     async def scenario() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        async with cekura_http() as http:
             daemon = make_daemon(config, store, http, simulator)
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))

@@ -7,6 +7,7 @@ deploy tools do it, and the simulator's log shows exactly which submissions arri
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -17,7 +18,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -28,7 +28,9 @@ from tests.conftest import (
     HEADER,
     AlertInbox,
     DaemonProcess,
+    cekura_http,
     clean_environment,
+    eventually,
     make_daemon,
     prepare,
     run_environment,
@@ -69,29 +71,43 @@ def run_with_edits(
     inbox: AlertInbox,
     database_url: str,
     duration: float,
+    each_recorded: bool = False,
 ) -> tuple[Store, dict[float, datetime]]:
-    """Run the daemon for ``duration`` seconds, applying each edit at its time; return when each edit happened."""
+    """Run the daemon for ``duration`` seconds, applying each edit at its time; return when each edit happened.
+
+    With ``each_recorded``, each edit also waits until the daemon has recorded the one before it (a version
+    applied or rejected), and keeps its distance from it: a loaded machine delays the edits, never merges them.
+    """
     config, store = prepare(tmp_path, initial, inbox=inbox, database_url=database_url)
     path = tmp_path / "jobs.toml"
     source = ConfigSource(path, env={"INBOX": inbox.url})
     edited: dict[float, datetime] = {}
 
     async def main() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
+        loop = asyncio.get_running_loop()
+        async with cekura_http() as http:
             daemon = make_daemon(config, store, http, simulator, config_source=source)
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))
-            started = asyncio.get_running_loop().time()
-            for at, edit in edits:
-                await asyncio.sleep(max(0.0, started + at - asyncio.get_running_loop().time()))
+            origin = loop.time()  # the instant edit times count from; moved on by each wait for a recording
+            for count, (at, edit) in enumerate(edits, start=1):
+                await asyncio.sleep(max(0.0, origin + at - loop.time()))
                 edit(path)
                 edited[at] = datetime.now(UTC)
-            await asyncio.sleep(max(0.0, started + duration - asyncio.get_running_loop().time()))
+                if each_recorded:
+                    before = loop.time()
+                    await eventually(functools.partial(recorded, store, count), within=30.0)
+                    origin += loop.time() - before
+            await asyncio.sleep(max(0.0, origin + duration - loop.time()))
             stop.set()
             await task
 
     asyncio.run(main())
     return store, edited
+
+
+def recorded(store: Store, count: int) -> bool:
+    return len(config_changes(store)) >= count
 
 
 def config_changes(store: Store) -> list[ConfigChange]:
@@ -170,6 +186,7 @@ def test_an_invalid_edit_keeps_the_old_jobs_running_and_alerts_once_until_repair
         inbox=alert_inbox,
         database_url=sqlite_url,
         duration=8.0,
+        each_recorded=True,
     )
 
     rejected, rejected_again, applied = config_changes(store)
@@ -215,6 +232,7 @@ def test_bad_saves_of_every_kind_are_rejected_and_the_next_valid_edit_is_applied
         inbox=alert_inbox,
         database_url=sqlite_url,
         duration=9.0,
+        each_recorded=True,
     )
 
     *rejected, applied = config_changes(store)

@@ -33,6 +33,7 @@ from tests.conftest import (
     API_KEY,
     HEADER,
     AlertInbox,
+    cekura_http,
     claim_slot,
     clean_environment,
     cli,
@@ -95,9 +96,9 @@ async def serving(
         config, store = prepare_with_secret(tmp_path, inbox, database_url, header=header)
     else:
         config, store = prepare(tmp_path, JOBS, inbox=inbox, database_url=database_url, header=header)
-    async with httpx.AsyncClient(timeout=5.0) as cekura_http:
+    async with cekura_http() as http_to_cekura:
         source = ConfigSource(tmp_path / "jobs.toml", env={"INBOX": inbox.url, "HOOK_TOKEN": SECRET})
-        daemon = make_daemon(config, store, cekura_http, simulator, config_source=source if reloadable else None)
+        daemon = make_daemon(config, store, http_to_cekura, simulator, config_source=source if reloadable else None)
         async with serving_daemon(daemon, token=token, running=running, **web_options) as client:
             yield daemon, client
 
@@ -201,8 +202,8 @@ def test_healthz_names_a_loop_that_fails_and_is_503_until_it_turns_again(
 
     async def scenario() -> None:
         config, store = prepare_with_secret(tmp_path, alert_inbox, sqlite_url)
-        async with httpx.AsyncClient(timeout=5.0) as cekura_http:
-            cekura = CekuraClient(http=cekura_http, base_url=simulator.base_url, api_key=SecretStr(API_KEY))
+        async with cekura_http() as http_to_cekura:
+            cekura = CekuraClient(http=http_to_cekura, base_url=simulator.base_url, api_key=SecretStr(API_KEY))
             daemon = Daemon(
                 config=config,
                 store=store,
@@ -343,8 +344,8 @@ def test_readyz_and_the_page_when_the_database_is_unreachable(
     engine = create_db_engine("postgresql+psycopg://nobody@127.0.0.1:1/nothing?connect_timeout=2")
 
     async def scenario() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as cekura_http:
-            daemon = make_daemon(config, Store(engine=engine), cekura_http, simulator)
+        async with cekura_http() as http_to_cekura:
+            daemon = make_daemon(config, Store(engine=engine), http_to_cekura, simulator)
             async with serving_daemon(daemon, running=False) as client:
                 ready = await client.get("/readyz")
                 assert ready.status_code == 503 and "database error" in ready.json()["database"]
@@ -689,8 +690,8 @@ def test_secrets_in_errors_are_redacted_on_every_page_and_answer(
         config, _ = prepare_with_secret(tmp_path, alert_inbox, sqlite_url)
         engine = create_db_engine(f"postgresql+psycopg://{SECRET}@127.0.0.1:1/nothing?connect_timeout=2")
         try:
-            async with httpx.AsyncClient(timeout=5.0) as cekura_http:
-                daemon = make_daemon(config, Store(engine=engine), cekura_http, simulator)
+            async with cekura_http() as http_to_cekura:
+                daemon = make_daemon(config, Store(engine=engine), http_to_cekura, simulator)
                 async with serving_daemon(daemon, running=False) as client:
                     for path in ("/", "/api/jobs", "/readyz", "/api/jobs/smoke/fires"):
                         assert SECRET not in (await client.get(path)).text, path
