@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,20 @@ from scheduler.redaction import redact
 from scheduler.store.alerting import Router, route_outcome
 from scheduler.store.database import Sessions
 from scheduler.store.schema import CLAIMED, FINISHED, SKIPPED, SUBMITTED, Fire, FireRow, RunRecord, _fire, _replace_runs
+
+FIRES = cast(Table, FireRow.__table__)
+# Compiled once and cached by SQLAlchemy: the statement each batch of answers is sent with.
+_RECORD_SUBMITTED = (
+    update(FIRES)
+    .where(FIRES.c.id == bindparam("b_id"), FIRES.c.state == CLAIMED)
+    .values(
+        state=SUBMITTED,
+        result_id=bindparam("b_result_id"),
+        result_status=bindparam("b_status"),
+        submitted_at=bindparam("b_at"),
+        poll_deadline=bindparam("b_deadline"),
+    )
+)
 
 
 def _redacted(text: str | None) -> str | None:
@@ -143,23 +157,38 @@ class FireQueries(Sessions):
         return self.record_submitted_many([answer])[0]
 
     def record_submitted_many(self, answers: Sequence[dict[str, Any]]) -> list[bool]:
-        """``record_submitted`` for many fires in one transaction (each dict holds its arguments)."""
+        """``record_submitted`` for many fires in one transaction (each dict holds its arguments).
+
+        One UPDATE sent with every answer's parameters (executemany); only when it changed fewer rows than there
+        are answers (another process settled some meanwhile) does a read say which ones this call recorded.
+        """
+        if not answers:
+            return []
+        params = [
+            {
+                "b_id": answer["fire_id"],
+                "b_result_id": answer["result_id"],
+                "b_status": answer["status"],
+                "b_at": answer["at"],
+                "b_deadline": answer["poll_deadline"],
+            }
+            for answer in answers
+        ]
         with self._session(f"recording {len(answers)} submissions") as session:
-            done = []
-            for answer in answers:
-                changed = session.execute(  # type: ignore[attr-defined]
-                    update(FireRow)
-                    .where(FireRow.id == answer["fire_id"], FireRow.state == CLAIMED)
-                    .values(
-                        state=SUBMITTED,
-                        result_id=answer["result_id"],
-                        result_status=answer["status"],
-                        submitted_at=answer["at"],
-                        poll_deadline=answer["poll_deadline"],
+            connection = session.connection()
+            changed = connection.execute(_RECORD_SUBMITTED, params).rowcount
+            if changed == len(answers):
+                done = [True] * len(answers)
+            else:
+                mine = {
+                    (fire_id, result_id, submitted_at)
+                    for fire_id, result_id, submitted_at in connection.execute(
+                        select(FIRES.c.id, FIRES.c.result_id, FIRES.c.submitted_at).where(
+                            FIRES.c.id.in_([answer["fire_id"] for answer in answers]), FIRES.c.state == SUBMITTED
+                        )
                     )
-                    .execution_options(synchronize_session=False)
-                ).rowcount
-                done.append(bool(changed))
+                }
+                done = [(a["fire_id"], a["result_id"], a["at"]) in mine for a in answers]
             recorded = {answer["fire_id"]: answer["runs"] for answer, ok in zip(answers, done, strict=True) if ok}
             if recorded:
                 _replace_runs(session, recorded)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     delete,
@@ -247,7 +248,9 @@ def _fire(row: FireRow, *, with_runs: bool = False) -> Fire:
 
 def _replace_runs(session: Session, runs_by_fire: Mapping[int, Sequence[RunRecord]]) -> None:
     """Replace the runs recorded for each fire (one DELETE, one multi-row INSERT)."""
-    session.execute(delete(RunRow).where(RunRow.fire_id.in_(list(runs_by_fire))))
+    connection = session.connection()  # Core statements: no ORM bookkeeping on the hot path
+    runs = cast(Table, RunRow.__table__)
+    connection.execute(delete(runs).where(runs.c.fire_id.in_(list(runs_by_fire))))
     values = [
         {
             "fire_id": fire_id,
@@ -264,4 +267,4 @@ def _replace_runs(session: Session, runs_by_fire: Mapping[int, Sequence[RunRecor
         for run in runs
     ]
     if values:
-        session.execute(insert(RunRow), values)
+        connection.execute(insert(runs), values)

@@ -18,6 +18,7 @@ from tests.conftest import claim_slot
 
 SLOT = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 NOW = SLOT + timedelta(seconds=1)
+EARLIER = NOW - timedelta(milliseconds=250)
 LATER = NOW + timedelta(hours=1)
 
 
@@ -149,7 +150,10 @@ def test_submission_then_outcome_with_runs(store: Store) -> None:
 
 def test_answers_recorded_together_land_only_on_fires_still_waiting_for_one(store: Store) -> None:
     settled, waiting = claimed(store), claimed(store, slot=SLOT + timedelta(minutes=1))
+    taken = claimed(store, slot=SLOT + timedelta(minutes=2))
     store.finish(settled.id, outcome="failed", at=NOW, error="timed out")
+    # Another process recorded an answer for this one first (it adopted the result found by name).
+    assert store.record_submitted(taken.id, result_id=3, status="running", runs=[], at=EARLIER, poll_deadline=LATER)
     answers = [
         {
             "fire_id": fire.id,
@@ -159,12 +163,13 @@ def test_answers_recorded_together_land_only_on_fires_still_waiting_for_one(stor
             "at": NOW,
             "poll_deadline": LATER,
         }
-        for fire, result_id in ((settled, 1), (waiting, 2))
+        for fire, result_id in ((settled, 1), (waiting, 2), (taken, 3))
     ]
-    assert store.record_submitted_many(answers) == [False, True]
-    lost, kept = store.get_fire(settled.id), store.get_fire(waiting.id)
+    assert store.record_submitted_many(answers) == [False, True, False]
+    lost, kept, theirs = store.get_fire(settled.id), store.get_fire(waiting.id), store.get_fire(taken.id)
     assert lost is not None and (lost.state, lost.result_id, lost.runs) == ("finished", None, [])
     assert kept is not None and (kept.state, kept.result_id, [r.run_id for r in kept.runs]) == ("submitted", 2, [2])
+    assert theirs is not None and (theirs.result_status, theirs.submitted_at, theirs.runs) == ("running", EARLIER, [])
 
 
 def test_an_outcome_is_recorded_once(store: Store) -> None:
