@@ -7,17 +7,20 @@ out and has its calls ended. A verdict the database cannot take is kept and retr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from scheduler.daemon.admission import IN_FLIGHT
-from scheduler.daemon.runtime import Runtime
+from scheduler.daemon.runtime import Batched, Runtime
 from scheduler.daemon.submission import KEY_REJECTED, run_records
-from scheduler.errors import CekuraAuthError, CekuraError, CekuraNotFoundError, SchedulerError
+from scheduler.errors import CekuraAuthError, CekuraError, CekuraNotFoundError, SchedulerError, StoreError
+from scheduler.redaction import redact
 from scheduler.results import Result
 from scheduler.schedules import format_duration
-from scheduler.store import CLAIMED, FAILED, PASSED, Fire, RunRecord
+from scheduler.store import CLAIMED, FAILED, FINISHED, PASSED, Fire, RunRecord
 from scheduler.verdicts import RUNNING_STATUSES, TERMINAL_STATUSES, TIMED_OUT, Verdict
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,10 @@ class Follower:
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        # Verdicts and statuses arriving together are written together: 1,000 results ending in the same wave
+        # of reads cost a few transactions, not 1,000 (each a commit the fires due meanwhile would wait behind).
+        self._outcomes = Batched(runtime.record_outcomes, runtime.spawn)
+        self._statuses = Batched(runtime.store.record_polls, runtime.spawn)
 
     def start(self, fire: Fire) -> None:
         """Follow a submitted fire in a task of its own (cancelled if another process takes it over)."""
@@ -97,7 +104,7 @@ class Follower:
                         extra=extra,
                     )
                 if not result.terminal:
-                    await rt.db_quietly(rt.store.record_poll, fire.id, result_status=result.status)
+                    await self._record_status(fire, result.status)
             if (verdict := result.verdict()) is not None:
                 return await self.conclude(fire, result, verdict)
 
@@ -204,33 +211,39 @@ class Follower:
             self.stop_following(fire.id)  # its follower need not read it again
         return None
 
+    async def _record_status(self, fire: Fire, status: str) -> None:
+        try:
+            await self._statuses({"fire_id": fire.id, "result_status": status})
+        except StoreError as error:  # only what the status page shows meanwhile: the verdict is written patiently
+            logger.error("%s", error)
+
     async def finish(
         self, fire: Fire, *, outcome: str, result_status: str | None, error: str | None = None, **recorded: Any
     ) -> Fire:
         """Record an outcome (and its alerts); while the database cannot take it, keep it and try again."""
         rt = self._rt
-        finished = await rt.db_patiently(
-            f"the outcome of {fire.submission_name}",
-            rt.record_outcome,
-            fire.id,
-            fire.job,
-            outcome=outcome,
-            at=rt.clock.now(),
-            result_status=result_status,
-            error=error,
+        at = rt.clock.now()
+        outcome_of = {
+            "fire_id": fire.id,
+            "job_name": fire.job,
+            "outcome": outcome,
+            "at": at,
+            "result_status": result_status,
+            "error": error,
             **recorded,
-        )
-        if finished:  # counted at once: /metrics agrees with the database as soon as it can
-            if outcome == PASSED:
-                rt.stats.passed += 1
-            else:
-                rt.stats.failed += 1
-            rt.metrics.fires.labels(fire.job, outcome).inc()
-            rt.outbox.wake.set()
-        refreshed = await rt.db_patiently(f"fire {fire.id}", rt.store.get_fire, fire.id)
-        assert refreshed is not None
-        if not finished:
-            return refreshed  # another process recorded it first, and alerted
+        }
+        finished = await rt.patiently(f"the outcome of {fire.submission_name}", lambda: self._outcomes(outcome_of))
+        if not finished:  # another process recorded it first, and alerted
+            refreshed = await rt.db_patiently(f"fire {fire.id}", rt.store.get_fire, fire.id)
+            assert refreshed is not None
+            return refreshed
+        # counted at once: /metrics agrees with the database as soon as it can
+        if outcome == PASSED:
+            rt.stats.passed += 1
+        else:
+            rt.stats.failed += 1
+        rt.metrics.fires.labels(fire.job, outcome).inc()
+        rt.outbox.wake.set()
         logger.info(
             "%s %s (result %s, %s)%s",
             fire.submission_name,
@@ -240,4 +253,31 @@ class Follower:
             f": {error}" if error else "",
             extra={"job": fire.job, "slot": fire.slot.isoformat(), "result_id": fire.result_id, "outcome": outcome},
         )
-        return refreshed
+        return finished_fire(fire, outcome=outcome, at=at, result_status=result_status, error=error, **recorded)
+
+
+def finished_fire(
+    fire: Fire,
+    *,
+    outcome: str,
+    at: datetime,
+    result_status: str | None,
+    error: str | None,
+    success_rate: float | None = None,
+    runs: list[RunRecord] | None = None,
+    error_status_code: int | None = None,
+    failed_reasons: Any = None,
+) -> Fire:
+    """What the database holds once ``Store.finish`` has recorded an outcome, without reading it back."""
+    return dataclasses.replace(
+        fire,
+        state=FINISHED,
+        outcome=outcome,
+        finished_at=at,
+        result_status=result_status if result_status is not None else fire.result_status,
+        success_rate=success_rate,
+        error=redact(error) if error is not None else None,
+        error_status_code=error_status_code,
+        failed_reasons=None if failed_reasons in (None, "", [], {}) else failed_reasons,
+        runs=list(runs) if runs is not None else fire.runs,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -167,10 +167,14 @@ class Runtime:
         The fire stays in this process's hands meanwhile (its lease is renewed as soon as the database answers),
         so no other replica decides it again; a stop cancels the wait, and the next start reads the result anew.
         """
+        return await self.patiently(what, lambda: self.db(call, *args, **kwargs))
+
+    async def patiently(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``db_patiently`` for an awaitable write, e.g. one that joins a ``Batched`` transaction."""
         pause = 0.5
         while True:
             try:
-                return await self.db(call, *args, **kwargs)
+                return await attempt()
             except StoreError as error:
                 logger.error("cannot record %s yet, trying again in %.0fs: %s", what, pause, error)
                 await self.problem(DATABASE_DOWN, f"Cannot record {what}; it is kept and retried.\n{error}")
@@ -186,8 +190,16 @@ class Runtime:
 
     def record_outcome(self, fire_id: int, job_name: str | None, **recorded: Any) -> bool:
         """Record an outcome and its incident changes in one transaction (worker thread); no job name: no alert."""
-        route = self.incidents.router(job_name) if job_name is not None else None
-        return self.store.finish(fire_id, route=route, **recorded)
+        return self.record_outcomes([{"fire_id": fire_id, "job_name": job_name, **recorded}])[0]
+
+    def record_outcomes(self, outcomes: Sequence[dict[str, Any]]) -> list[bool]:
+        """``record_outcome`` for many fires in one transaction (each dict holds its arguments)."""
+        routed = []
+        for outcome in outcomes:
+            job_name = outcome["job_name"]
+            route = self.incidents.router(job_name) if job_name is not None else None
+            routed.append({key: value for key, value in outcome.items() if key != "job_name"} | {"route": route})
+        return self.store.finish_many(routed)
 
     async def shut_down(self, *, grace: float) -> None:
         """Let submissions in flight get their answer recorded, cancel the rest, hand the fires back, sum up.

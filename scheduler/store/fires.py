@@ -16,6 +16,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from scheduler.redaction import redact
 from scheduler.store.alerting import Router, route_outcome
@@ -35,6 +36,50 @@ _RECORD_SUBMITTED = (
         poll_deadline=bindparam("b_deadline"),
     )
 )
+
+
+_RECORD_POLL = (
+    update(FIRES)
+    .where(FIRES.c.id == bindparam("b_id"), FIRES.c.state == SUBMITTED)
+    .values(result_status=bindparam("b_status"))
+)
+
+
+def _finish(
+    session: Session,
+    *,
+    fire_id: int,
+    outcome: str,
+    at: datetime,
+    result_status: str | None = None,
+    success_rate: float | None = None,
+    runs: Sequence[RunRecord] | None = None,
+    error: str | None = None,
+    error_status_code: int | None = None,
+    failed_reasons: Any = None,
+    route: Router | None = None,
+) -> bool:
+    changed = session.execute(  # type: ignore[attr-defined]
+        update(FireRow)
+        .where(FireRow.id == fire_id, FireRow.state.in_([CLAIMED, SUBMITTED]))
+        .values(
+            state=FINISHED,
+            outcome=outcome,
+            finished_at=at,
+            result_status=result_status if result_status is not None else FireRow.result_status,
+            success_rate=success_rate,
+            error=_redacted(error),
+            error_status_code=error_status_code,
+            failed_reasons=None if failed_reasons in (None, "", [], {}) else json.dumps(failed_reasons),
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed and runs is not None:
+        _replace_runs(session, {fire_id: runs})
+    if changed and route is not None:
+        # The incidents and their messages are written in the same transaction as the outcome.
+        route_outcome(session, fire_id=fire_id, at=at, route=route)
+    return bool(changed)
 
 
 def _redacted(text: str | None) -> str | None:
@@ -196,54 +241,33 @@ class FireQueries(Sessions):
 
     def record_poll(self, fire_id: int, *, result_status: str) -> None:
         """Remember the last status seen while polling."""
-        with self._session(f"recording the status of fire {fire_id}") as session:
-            session.execute(
-                update(FireRow)
-                .where(FireRow.id == fire_id, FireRow.state == SUBMITTED)
-                .values(result_status=result_status)
-            )
+        self.record_polls([{"fire_id": fire_id, "result_status": result_status}])
 
-    def finish(
-        self,
-        fire_id: int,
-        *,
-        outcome: str,
-        at: datetime,
-        result_status: str | None = None,
-        success_rate: float | None = None,
-        runs: Sequence[RunRecord] | None = None,
-        error: str | None = None,
-        error_status_code: int | None = None,
-        failed_reasons: Any = None,
-        route: Router | None = None,
-    ) -> bool:
+    def record_polls(self, polls: Sequence[dict[str, Any]]) -> list[None]:
+        """``record_poll`` for many fires in one transaction (each dict holds its arguments): one UPDATE."""
+        if polls:
+            params = [{"b_id": poll["fire_id"], "b_status": poll["result_status"]} for poll in polls]
+            with self._session(f"recording the status of {len(polls)} results") as session:
+                session.connection().execute(_RECORD_POLL, params)
+        return [None] * len(polls)
+
+    def finish(self, fire_id: int, **recorded: Any) -> bool:
         """Record a fire's outcome. True when this call finished it; False when it was already finished.
 
-        The update is conditional, so when two processes follow the same result only one of them finishes it
-        (and only that one alerts).
+        ``recorded``: ``outcome`` and ``at``, and what is known of ``result_status``, ``success_rate``, ``runs``,
+        ``error``, ``error_status_code``, ``failed_reasons``, and the ``route`` of its alerts. The update is
+        conditional, so when two processes follow the same result only one of them finishes it (and only that
+        one alerts).
         """
-        with self._session(f"recording the outcome of fire {fire_id}") as session:
-            changed = session.execute(  # type: ignore[attr-defined]
-                update(FireRow)
-                .where(FireRow.id == fire_id, FireRow.state.in_([CLAIMED, SUBMITTED]))
-                .values(
-                    state=FINISHED,
-                    outcome=outcome,
-                    finished_at=at,
-                    result_status=result_status if result_status is not None else FireRow.result_status,
-                    success_rate=success_rate,
-                    error=_redacted(error),
-                    error_status_code=error_status_code,
-                    failed_reasons=None if failed_reasons in (None, "", [], {}) else json.dumps(failed_reasons),
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if changed and runs is not None:
-                _replace_runs(session, {fire_id: runs})
-            if changed and route is not None:
-                # The incidents and their messages are written in the same transaction as the outcome.
-                route_outcome(session, fire_id=fire_id, at=at, route=route)
-            return bool(changed)
+        return self.finish_many([{"fire_id": fire_id, **recorded}])[0]
+
+    def finish_many(self, outcomes: Sequence[dict[str, Any]]) -> list[bool]:
+        """``finish`` for many fires in one transaction (each dict holds its arguments, ``fire_id`` first).
+
+        Each is applied in turn, so two outcomes of one job in the same batch route its incidents in order.
+        """
+        with self._session(f"recording {len(outcomes)} outcomes") as session:
+            return [_finish(session, **outcome) for outcome in outcomes]
 
     def skip_claimed(self, fire_id: int, *, reason: str, at: datetime, error: str | None = None) -> bool:
         """Turn a claim that will never be submitted into a skipped slot; False when it was settled elsewhere."""
