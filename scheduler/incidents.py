@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from scheduler.alerts import (
 from scheduler.config import Config, Job, incident_policy
 from scheduler.delivery import send_now
 from scheduler.errors import StoreError
-from scheduler.store import Fire, Notice, Router, Store
+from scheduler.store import Fire, Hold, Notice, Router, Store
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +59,18 @@ class Incidents:
 
     # -- muting ---------------------------------------------------------------------------------------------
 
-    def held_until(self, job: str, at: datetime) -> datetime | None:
-        """When the job's alerts may go out again, if they are held now (mute window or silence); else None."""
+    def held_until(self, job: str, at: datetime, holds: Sequence[Hold] | None = None) -> datetime | None:
+        """When the job's alerts may go out again, if they are held now (mute window or silence); else None.
+
+        ``holds``: the pauses and silences in force at ``at``, when the caller has read them already.
+        """
         ends: list[datetime] = []
         window = self.config().maintenance_at(job, at)
         if window is not None and window[0].mode == "mute":
             ends.append(window[1])
         try:
-            for hold in self.store.active_holds(at=at, job=job):
-                if hold.kind == "silence":
+            for hold in self.store.active_holds(at=at, job=job) if holds is None else holds:
+                if hold.kind == "silence" and hold.job == job:
                     ends.append(hold.until or datetime.max.replace(tzinfo=UTC))
         except StoreError as error:
             logger.warning("cannot read silences: %s", error)
@@ -80,14 +83,18 @@ class Incidents:
 
     # -- job outcomes -----------------------------------------------------------------------------------------
 
-    def router(self, job_name: str) -> Router | None:
-        """How a finished fire of this job moves its incidents (None for a job that is no longer configured)."""
+    def router(self, job_name: str, holds: Sequence[Hold] | None = None) -> Router | None:
+        """How a finished fire of this job moves its incidents (None for a job that is no longer configured).
+
+        ``holds``: the pauses and silences in force now, when the caller has read them already.
+        """
         config = self.config()
         job = config.jobs.get(job_name)
         if job is None or not job.alerts:
             return None
         now = self.clock()
-        return job_router(job=job, channels=config.channels, now=now, held_until=self.held_until(job_name, now))
+        held_until = self.held_until(job_name, now, holds)
+        return job_router(job=job, channels=config.channels, now=now, held_until=held_until)
 
     async def remind(self) -> None:
         """Queue reminders for open incidents whose ``remind_every`` has passed (not while muted)."""

@@ -21,7 +21,7 @@ from scheduler.delivery import Outbox
 from scheduler.errors import StoreError
 from scheduler.incidents import DATABASE_DOWN, Incidents
 from scheduler.metrics import Metrics
-from scheduler.store import Store
+from scheduler.store import Hold, Store
 
 logger = logging.getLogger(__name__)
 
@@ -193,13 +193,27 @@ class Runtime:
         return self.record_outcomes([{"fire_id": fire_id, "job_name": job_name, **recorded}])[0]
 
     def record_outcomes(self, outcomes: Sequence[dict[str, Any]]) -> list[bool]:
-        """``record_outcome`` for many fires in one transaction (each dict holds its arguments)."""
+        """``record_outcome`` for many fires in one transaction (each dict holds its arguments).
+
+        The silences in force are read once for the whole batch, not once per fire.
+        """
+        holds: list[Hold] | None = None
         routed = []
         for outcome in outcomes:
             job_name = outcome["job_name"]
-            route = self.incidents.router(job_name) if job_name is not None else None
+            route = None
+            if job_name is not None:
+                if holds is None:
+                    holds = self._holds_or_none()
+                route = self.incidents.router(job_name, holds)
             routed.append({key: value for key, value in outcome.items() if key != "job_name"} | {"route": route})
         return self.store.finish_many(routed)
+
+    def _holds_or_none(self) -> list[Hold] | None:
+        try:
+            return self.store.active_holds(at=self.clock.now())
+        except StoreError:
+            return None  # each router reads them itself, and says so when it cannot
 
     async def shut_down(self, *, grace: float) -> None:
         """Let submissions in flight get their answer recorded, cancel the rest, hand the fires back, sum up.

@@ -8,19 +8,20 @@ maintenance window or a silence ends.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Index, Integer, String, Text, func, or_, select, update
+from sqlalchemy import Index, Integer, String, Text, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from scheduler.redaction import redact
 from scheduler.store.database import Sessions
-from scheduler.store.schema import FINISHED, Base, Fire, FireRow, UTCDateTime, _fire
+from scheduler.store.schema import FINISHED, FIRES, RUNS, Base, Fire, FireRow, UTCDateTime, _fire, _run_record
 
 PENDING, SENT, FAILED_DELIVERY, CANCELLED = "pending", "sent", "failed", "cancelled"
 
@@ -180,28 +181,30 @@ def _cancel_held(session: Session, incident_id: int) -> int:
     return int(opening or 0)
 
 
+_FIRE = select(FIRES).where(FIRES.c.id == bindparam("b_id"))
+_RUNS = select(RUNS).where(RUNS.c.fire_id == bindparam("b_id")).order_by(RUNS.c.run_id)
+_OUTCOMES = (
+    select(FIRES.c.outcome, FIRES.c.slot)
+    .where(FIRES.c.job == bindparam("b_job"), FIRES.c.state == FINISHED)
+    .order_by(FIRES.c.slot.desc())
+    .limit(100)
+)
+_OPEN = select(IncidentRow).where(
+    IncidentRow.scope == "job", IncidentRow.subject == bindparam("b_job"), IncidentRow.open_key.is_not(None)
+)
+
+
 def route_outcome(session: Session, *, fire_id: int, at: datetime, route: Router) -> None:
     """Apply a finished fire's consequences to the job's incidents, in the caller's transaction."""
     session.flush()
-    fire_row = session.get_one(FireRow, fire_id)
-    session.refresh(fire_row)
-    fire, job = _fire(fire_row, with_runs=True), fire_row.job
+    connection = session.connection()  # compiled statements, read as plain rows: this runs for every verdict
+    fire_row = connection.execute(_FIRE, {"b_id": fire_id}).one()
+    runs = [_run_record(run) for run in connection.execute(_RUNS, {"b_id": fire_id})]
+    fire, job = dataclasses.replace(_fire(fire_row), runs=runs), fire_row.job
     outcomes = [
-        (outcome, slot)
-        for outcome, slot in session.execute(
-            select(FireRow.outcome, FireRow.slot)
-            .where(FireRow.job == job, FireRow.state == FINISHED)
-            .order_by(FireRow.slot.desc())
-            .limit(100)
-        )
-        if outcome is not None
+        (outcome, slot) for outcome, slot in connection.execute(_OUTCOMES, {"b_job": job}) if outcome is not None
     ]
-    rows = session.scalars(
-        select(IncidentRow).where(
-            IncidentRow.scope == "job", IncidentRow.subject == job, IncidentRow.open_key.is_not(None)
-        )
-    )
-    open_rows = {row.channel: row for row in rows}
+    open_rows = {row.channel: row for row in session.scalars(_OPEN, {"b_job": job})}
     history = JobHistory(fire=fire, outcomes=outcomes, open={c: _incident(r) for c, r in open_rows.items()})
     for action in route(history):
         if action.action == "open" and action.channel not in open_rows:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import String, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -21,9 +21,19 @@ from sqlalchemy.orm import Session
 from scheduler.redaction import redact
 from scheduler.store.alerting import Router, route_outcome
 from scheduler.store.database import Sessions
-from scheduler.store.schema import CLAIMED, FINISHED, SKIPPED, SUBMITTED, Fire, FireRow, RunRecord, _fire, _replace_runs
+from scheduler.store.schema import (
+    CLAIMED,
+    FINISHED,
+    FIRES,
+    SKIPPED,
+    SUBMITTED,
+    Fire,
+    FireRow,
+    RunRecord,
+    _fire,
+    _replace_runs,
+)
 
-FIRES = cast(Table, FireRow.__table__)
 # Compiled once and cached by SQLAlchemy: the statement each batch of answers is sent with.
 _RECORD_SUBMITTED = (
     update(FIRES)
@@ -38,6 +48,20 @@ _RECORD_SUBMITTED = (
 )
 
 
+_FINISH = (
+    update(FIRES)
+    .where(FIRES.c.id == bindparam("b_id"), FIRES.c.state.in_([CLAIMED, SUBMITTED]))
+    .values(
+        state=FINISHED,
+        outcome=bindparam("b_outcome"),
+        finished_at=bindparam("b_at"),
+        result_status=func.coalesce(bindparam("b_status", type_=String), FIRES.c.result_status),
+        success_rate=bindparam("b_rate"),
+        error=bindparam("b_error"),
+        error_status_code=bindparam("b_code"),
+        failed_reasons=bindparam("b_reasons"),
+    )
+)
 _RECORD_POLL = (
     update(FIRES)
     .where(FIRES.c.id == bindparam("b_id"), FIRES.c.state == SUBMITTED)
@@ -59,21 +83,17 @@ def _finish(
     failed_reasons: Any = None,
     route: Router | None = None,
 ) -> bool:
-    changed = session.execute(  # type: ignore[attr-defined]
-        update(FireRow)
-        .where(FireRow.id == fire_id, FireRow.state.in_([CLAIMED, SUBMITTED]))
-        .values(
-            state=FINISHED,
-            outcome=outcome,
-            finished_at=at,
-            result_status=result_status if result_status is not None else FireRow.result_status,
-            success_rate=success_rate,
-            error=_redacted(error),
-            error_status_code=error_status_code,
-            failed_reasons=None if failed_reasons in (None, "", [], {}) else json.dumps(failed_reasons),
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    params = {
+        "b_id": fire_id,
+        "b_outcome": outcome,
+        "b_at": at,
+        "b_status": result_status,
+        "b_rate": success_rate,
+        "b_error": _redacted(error),
+        "b_code": error_status_code,
+        "b_reasons": None if failed_reasons in (None, "", [], {}) else json.dumps(failed_reasons),
+    }
+    changed = session.connection().execute(_FINISH, params).rowcount
     if changed and runs is not None:
         _replace_runs(session, {fire_id: runs})
     if changed and route is not None:

@@ -21,9 +21,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     insert,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -205,7 +207,7 @@ class Fire:
     runs: list[RunRecord] = field(default_factory=list)
 
 
-def _run_record(row: RunRow) -> RunRecord:
+def _run_record(row: RunRow | Row[Any]) -> RunRecord:
     return RunRecord(
         run_id=row.run_id,
         scenario=row.scenario,
@@ -218,7 +220,7 @@ def _run_record(row: RunRow) -> RunRecord:
     )
 
 
-def _fire(row: FireRow, *, with_runs: bool = False) -> Fire:
+def _fire(row: FireRow | Row[Any], *, with_runs: bool = False) -> Fire:
     return Fire(
         id=row.id,
         job=row.job,
@@ -246,11 +248,16 @@ def _fire(row: FireRow, *, with_runs: bool = False) -> Fire:
     )
 
 
+FIRES, RUNS = cast(Table, FireRow.__table__), cast(Table, RunRow.__table__)  # for Core statements
+# Compiled once: every submission and verdict replaces the runs of its fire.
+_DELETE_RUNS = delete(RUNS).where(RUNS.c.fire_id.in_(bindparam("b_ids", expanding=True)))
+_INSERT_RUN = insert(RUNS)
+
+
 def _replace_runs(session: Session, runs_by_fire: Mapping[int, Sequence[RunRecord]]) -> None:
-    """Replace the runs recorded for each fire (one DELETE, one multi-row INSERT)."""
+    """Replace the runs recorded for each fire (one DELETE, one INSERT sent with every run)."""
     connection = session.connection()  # Core statements: no ORM bookkeeping on the hot path
-    runs = cast(Table, RunRow.__table__)
-    connection.execute(delete(runs).where(runs.c.fire_id.in_(list(runs_by_fire))))
+    connection.execute(_DELETE_RUNS, {"b_ids": list(runs_by_fire)})
     values = [
         {
             "fire_id": fire_id,
@@ -263,8 +270,8 @@ def _replace_runs(session: Session, runs_by_fire: Mapping[int, Sequence[RunRecor
             "duration": run.duration,
             "failed_metrics": json.dumps(run.failed_metrics) if run.failed_metrics else None,
         }
-        for fire_id, runs in runs_by_fire.items()
-        for run in runs
+        for fire_id, records in runs_by_fire.items()
+        for run in records
     ]
     if values:
-        connection.execute(insert(runs), values)
+        connection.execute(_INSERT_RUN, values)
