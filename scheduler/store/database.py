@@ -52,6 +52,7 @@ def upgrade_database(engine: Engine, *, revision: str = "head") -> None:
     # Imported here: Alembic costs 0.2 s of start-up, and commands that only read never need it.
     from alembic import command
     from alembic.config import Config as AlembicConfig
+    from alembic.util import CommandError
 
     config = AlembicConfig()
     config.set_main_option("script_location", str(migrations_dir()))
@@ -64,6 +65,11 @@ def upgrade_database(engine: Engine, *, revision: str = "head") -> None:
             command.upgrade(config, revision)
     except SQLAlchemyError as error:
         raise StoreError(f"cannot upgrade the database schema: {_describe(error)}") from error
+    except CommandError as error:  # e.g. a revision of a newer version, during a rolling upgrade
+        raise StoreError(
+            f"cannot upgrade the database schema: {error} (a newer cekura-scheduler upgraded it: run that version)",
+            permanent=True,
+        ) from error
 
 
 @contextmanager

@@ -452,3 +452,18 @@ def test_version_is_the_installed_one() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.stdout == f"cekura-scheduler, version {version('cekura-scheduler')}\n"
+
+
+def test_an_older_version_on_a_newer_schema_says_so_in_one_line(tmp_path: Path) -> None:
+    """During a rolling upgrade, a replica of the old version that restarts must say why it cannot start."""
+    database = f"sqlite:///{tmp_path / 's.db'}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade", "--database", database]).exit_code == 0
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = runner.invoke(main, ["db", "upgrade", "--database", database])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: --database {database}: cannot upgrade the database schema: Can't locate revision identified by "
+        "'9999' (a newer cekura-scheduler upgraded it: run that version)"
+    ]
