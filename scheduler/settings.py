@@ -32,25 +32,57 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
-    api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("CEKURA_API_KEY", "api_key"))
-    api_key_file: Path | None = Field(None, validation_alias=AliasChoices("CEKURA_API_KEY_FILE", "api_key_file"))
-    base_url: str = Field("https://api.cekura.ai", validation_alias=AliasChoices("CEKURA_BASE_URL", "base_url"))
-    config_path: Path = Field(Path("jobs.toml"), validation_alias=AliasChoices("SCHEDULER_CONFIG", "config_path"))
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("CEKURA_API_KEY", "api_key"),
+        description="the Cekura API key (required by run and trigger)",
+    )
+    api_key_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("CEKURA_API_KEY_FILE", "api_key_file"),
+        description="a file holding the key, when CEKURA_API_KEY is not set",
+    )
+    base_url: str = Field(
+        "https://api.cekura.ai",
+        validation_alias=AliasChoices("CEKURA_BASE_URL", "base_url"),
+        description="the Cekura API",
+    )
+    config_path: Path = Field(
+        Path("jobs.toml"),
+        validation_alias=AliasChoices("SCHEDULER_CONFIG", "config_path"),
+        description="the jobs file (or --config PATH)",
+    )
     database_url: str = Field(
-        "sqlite:///scheduler.db", validation_alias=AliasChoices("SCHEDULER_DATABASE_URL", "database_url")
+        "sqlite:///scheduler.db",
+        validation_alias=AliasChoices("SCHEDULER_DATABASE_URL", "database_url"),
+        description="the database, a SQLAlchemy URL (or --database URL)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", validation_alias=AliasChoices("SCHEDULER_LOG_LEVEL", "log_level")
+        "INFO",
+        validation_alias=AliasChoices("SCHEDULER_LOG_LEVEL", "log_level"),
+        description="DEBUG, INFO, WARNING or ERROR",
     )
     log_format: Literal["text", "json"] = Field(
-        "text", validation_alias=AliasChoices("SCHEDULER_LOG_FORMAT", "log_format")
+        "text",
+        validation_alias=AliasChoices("SCHEDULER_LOG_FORMAT", "log_format"),
+        description="text or json",
     )
 
-    http_addr: str = Field("127.0.0.1:8787", validation_alias=AliasChoices("SCHEDULER_HTTP_ADDR", "http_addr"))
-    http_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SCHEDULER_HTTP_TOKEN", "http_token"))
+    http_addr: str = Field(
+        "127.0.0.1:8787",
+        validation_alias=AliasChoices("SCHEDULER_HTTP_ADDR", "http_addr"),
+        description="host:port of the status page, API, metrics and /healthz",
+    )
+    http_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SCHEDULER_HTTP_TOKEN", "http_token"),
+        description="the token every endpoint but /healthz requires; needed to listen beyond loopback",
+    )
     # A reverse proxy is in front: its X-Forwarded-* headers say which host the client asked for.
     http_trust_forwarded: bool = Field(
-        False, validation_alias=AliasChoices("SCHEDULER_HTTP_TRUST_FORWARDED", "http_trust_forwarded")
+        False,
+        validation_alias=AliasChoices("SCHEDULER_HTTP_TRUST_FORWARDED", "http_trust_forwarded"),
+        description="true behind a reverse proxy: believe its X-Forwarded-* headers",
     )
 
     @field_validator("log_level", mode="before")
@@ -219,15 +251,29 @@ def _describe(item: Any) -> str:
     return f"{variable} {item['input']!r}: {message}"
 
 
-def load_settings(*, check_database: bool = True, **overrides: object) -> Settings:
+def environment_variables() -> list[tuple[str, str]]:
+    """Each environment variable the settings read, with what it is and its default: for ``--help``."""
+    rows = []
+    for field, info in Settings.model_fields.items():
+        _, variable = _variables()[field]
+        default = info.default
+        shown = str(default).lower() if isinstance(default, bool) else default
+        rows.append((variable, f"{info.description}" + (f" [default: {shown}]" if default is not None else "")))
+    return rows
+
+
+def load_settings(
+    *, check_database: bool = True, database_named: str = "SCHEDULER_DATABASE_URL", **overrides: object
+) -> Settings:
     """Read the settings; a bad value becomes a one-line SettingsError naming its variable.
 
     ``check_database`` also checks SCHEDULER_DATABASE_URL, which imports SQLAlchemy: the health probe skips it.
+    ``database_named`` is what its errors call it (``--database`` when the URL came from that option).
     """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         raise SettingsError("; ".join(_describe(item) for item in error.errors())) from None
     if check_database and (problem := database_url_problem(settings.database_url)):
-        raise SettingsError(f"SCHEDULER_DATABASE_URL {settings.database_url_for_humans}: {problem}")
+        raise SettingsError(f"{database_named} {settings.database_url_for_humans}: {problem}")
     return settings

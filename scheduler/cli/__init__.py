@@ -32,6 +32,16 @@ _LAZY = {
     "resume": "holding",
 }
 
+_EXIT_CODES = [
+    ("0", "done; for check, the daemon is alive; for run, stopped by SIGTERM or Ctrl-C"),
+    (
+        "1",
+        "it failed: an invalid jobs.toml or setting, an unreachable database, a fire that failed (trigger --wait), "
+        "an unhealthy daemon (check), an alert not delivered",
+    ),
+    ("2", "a usage error: an unknown command or option, a missing or invalid argument"),
+]
+
 
 class _Commands(click.Group):
     """The command group: its commands are imported when asked for, and an error the scheduler raises on purpose
@@ -46,6 +56,21 @@ class _Commands(click.Group):
             return command
         return super().get_command(ctx, cmd_name)
 
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Every environment variable the program reads, and the exit codes (built when asked for)."""
+        from scheduler.settings import environment_variables
+
+        with formatter.section("Environment (also read from ./.env; --config and --database override)"):
+            formatter.write_dl(
+                [
+                    *environment_variables(),
+                    ("USER", "who pauses or silences a job (the default of --by)"),
+                    ("${VAR}", "any variable a value of jobs.toml names"),
+                ]
+            )
+        with formatter.section("Exit codes"):
+            formatter.write_dl(_EXIT_CODES)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -58,9 +83,8 @@ class _Commands(click.Group):
 def main() -> None:
     """Run Cekura test scenarios on a schedule kept in jobs.toml.
 
-    Settings come from the environment (or a .env file): CEKURA_API_KEY (or CEKURA_API_KEY_FILE),
-    CEKURA_BASE_URL, SCHEDULER_CONFIG, SCHEDULER_DATABASE_URL, SCHEDULER_LOG_LEVEL, SCHEDULER_LOG_FORMAT,
-    SCHEDULER_HTTP_ADDR, SCHEDULER_HTTP_TOKEN, SCHEDULER_HTTP_TRUST_FORWARDED.
+    Settings come from the environment (or a .env file), listed below; every command that reads the jobs file or
+    the database also takes --config PATH and --database URL.
     """
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler import redaction
+from scheduler.cli import options
 from scheduler.config import Config, ConfigSource, load_config
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
 from scheduler.logs import configure_logging
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
 
 
 def read_settings() -> Settings:
+    """The settings: the environment, with what ``--config`` and ``--database`` gave instead."""
     try:
-        return load_settings()
+        return load_settings(database_named=options.name_of("database_url"), **options.given())
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
 
@@ -67,14 +69,15 @@ def loaded(load: Callable[[], Config]) -> Config:
 
 
 def open_store(settings: Settings, *, upgrade: bool = True) -> Store:
-    """The store of SCHEDULER_DATABASE_URL; whatever fails on the way is one line naming the variable."""
+    """The store of SCHEDULER_DATABASE_URL (or --database); whatever fails on the way is one line naming it."""
     try:
         engine = create_db_engine(settings.database_url)
         if upgrade:
             upgrade_database(engine)
     except (SchedulerError, SQLAlchemyError, OSError, ImportError) as error:
         raise click.ClickException(
-            f"SCHEDULER_DATABASE_URL {settings.database_url_for_humans}: {_database_failure(error, settings)}"
+            f"{options.name_of('database_url')} {settings.database_url_for_humans}: "
+            f"{_database_failure(error, settings)}"
         ) from None
     return Store(engine=engine)
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import click
 
 from scheduler.cli import common
+from scheduler.cli.options import settings_options
 from scheduler.logs import configure_logging
 
 
@@ -19,6 +20,7 @@ def alerts() -> None:
 
 @alerts.command("test")
 @click.argument("channel")
+@settings_options
 def alerts_test(channel: str) -> None:
     """Send a test message to CHANNEL (an [alerts.<name>] of SCHEDULER_CONFIG) and report what it answered."""
     from scheduler.alerts import TEST, render
@@ -42,6 +44,7 @@ def alerts_test(channel: str) -> None:
 
 @click.command()
 @click.argument("job")
+@settings_options
 @click.option("--for", "duration", help="How long, e.g. 2h or 30m (default: until --end).")
 @click.option("--reason", default="", help="Why, for the record and the status page.")
 @click.option("--by", default=lambda: os.environ.get("USER", "unknown"), show_default="$USER", help="Who.")
@@ -64,6 +67,7 @@ def silence(job: str, duration: str | None, reason: str, by: str, end: bool) -> 
 
 @click.command()
 @click.argument("job")
+@settings_options
 @click.option("--for", "duration", help="How long, e.g. 2h or 30m (default: until `resume`).")
 @click.option("--reason", required=True, help="Why, for the record, `jobs` and the status page.")
 @click.option("--by", default=lambda: os.environ.get("USER", "unknown"), show_default="$USER", help="Who.")
@@ -85,6 +89,7 @@ def pause(job: str, duration: str | None, reason: str, by: str) -> None:
 
 @click.command()
 @click.argument("job")
+@settings_options
 def resume(job: str) -> None:
     """Fire JOB again from its next slot (ends its pauses); slots skipped meanwhile are not run."""
     settings = common.read_settings()

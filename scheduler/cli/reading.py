@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from scheduler import redaction
-from scheduler.cli import common
+from scheduler.cli import common, options
+from scheduler.cli.options import settings_options
 from scheduler.config import Job, load_config
 from scheduler.errors import ConfigError, count_errors
 from scheduler.schedules import Schedule, format_duration
@@ -67,11 +68,14 @@ def _job_summary(job: Job, timing: _Timing) -> dict[str, Any]:
 
 @click.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
+@settings_options
 @click.option("--count", default=5, show_default=True, help="How many upcoming fire times to show per job.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def validate(path: Path | None, count: int, fmt: str) -> None:
     """Check a jobs.toml (default SCHEDULER_CONFIG): every error with its place, else each job's schedule in
     words, its next fire times and the Cekura runs it will create. Exits 1 when the file has errors."""
+    if path is not None and "config_path" in options.given():
+        raise click.UsageError("give the file as PATH or as --config, not both")
     target = path or common.read_settings().config_path
     try:
         config = load_config(target, env=os.environ)
@@ -128,6 +132,7 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
 
 
 @click.command()
+@settings_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def jobs(fmt: str) -> None:
     """List the jobs of SCHEDULER_CONFIG: schedule, state, next fire and last outcome.
@@ -230,6 +235,7 @@ def _hold_words(word: str, hold: Hold, now: datetime) -> str:
 
 @click.command()
 @click.argument("job", required=False)
+@settings_options
 @click.option("--limit", default=20, show_default=True, help="How many fires to show.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def history(job: str | None, limit: int, fmt: str) -> None:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from scheduler import __version__
 from scheduler.cli import common
+from scheduler.cli.options import settings_options
 from scheduler.config import ConfigSource
 from scheduler.errors import SchedulerError
 from scheduler.logs import configure_logging
@@ -29,6 +30,7 @@ logger = logging.getLogger("scheduler")  # the name its start line has always ha
 
 
 @click.command()
+@settings_options
 def run() -> None:
     """Run the daemon: fire the jobs of SCHEDULER_CONFIG (./jobs.toml) until SIGTERM or Ctrl-C."""
     settings, api_key = common.daemon_settings()
@@ -67,6 +69,7 @@ def run() -> None:
 
 @click.command()
 @click.argument("job")
+@settings_options
 @click.option("--wait", is_flag=True, help="Follow the result until it has an outcome, and exit 1 if it failed.")
 def trigger(job: str, wait: bool) -> None:
     """Fire JOB now, recorded like a scheduled fire (the running daemon follows it unless --wait)."""
@@ -95,6 +98,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@settings_options
 def db_upgrade() -> None:
     """Upgrade the database (SCHEDULER_DATABASE_URL) to the newest schema; `run` also does this on start."""
     settings = common.read_settings()

@@ -47,11 +47,12 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
-def upgrade_database(engine: Engine) -> None:
-    """Bring the database schema to the newest migration (safe to run on every start)."""
+def upgrade_database(engine: Engine, *, revision: str = "head") -> None:
+    """Bring the database schema to the newest migration, or to ``revision`` (safe to run on every start)."""
     # Imported here: Alembic costs 0.2 s of start-up, and commands that only read never need it.
     from alembic import command
     from alembic.config import Config as AlembicConfig
+    from alembic.util import CommandError
 
     config = AlembicConfig()
     config.set_main_option("script_location", str(migrations_dir()))
@@ -61,9 +62,14 @@ def upgrade_database(engine: Engine) -> None:
                 # Replicas starting together upgrade one at a time (released at commit).
                 connection.execute(text("SELECT pg_advisory_xact_lock(7294113)"))
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
     except SQLAlchemyError as error:
         raise StoreError(f"cannot upgrade the database schema: {_describe(error)}") from error
+    except CommandError as error:  # e.g. a revision of a newer version, during a rolling upgrade
+        raise StoreError(
+            f"cannot upgrade the database schema: {error} (a newer cekura-scheduler upgraded it: run that version)",
+            permanent=True,
+        ) from error
 
 
 @contextmanager

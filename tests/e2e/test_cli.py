@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -19,9 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from scheduler.cli import main
+from scheduler.settings import Settings
 from scheduler.simulator import Simulator
+from scheduler.store import Store, create_db_engine
 from scheduler.web import WebServer
-from tests.conftest import API_KEY, clean_environment, cli, run_environment, wait_until
+from tests.conftest import API_KEY, claim_slot, clean_environment, cli, run_environment, wait_until
 
 JOBS = """
 [daemon]
@@ -367,3 +370,100 @@ def test_check_loads_neither_the_daemon_nor_the_database(tmp_path: Path) -> None
     env = environment(tmp_path, SCHEDULER_HTTP_ADDR=f"127.0.0.1:{free_port()}")
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "1 []", result.stderr  # nobody listens: unhealthy, and nothing heavy loaded
+
+
+# Every command that reads the jobs file or the database, as typed after `cekura-scheduler`.
+SETTINGS_COMMANDS = [
+    ["run"],
+    ["trigger"],
+    ["validate"],
+    ["jobs"],
+    ["history"],
+    ["db", "upgrade"],
+    ["alerts", "test"],
+    ["silence"],
+    ["pause"],
+    ["resume"],
+]
+
+
+def test_config_and_database_options_win_over_the_environment(tmp_path: Path) -> None:
+    """An operator points any command at a file and a database without exporting anything."""
+    (tmp_path / "jobs.toml").write_text(JOBS)
+    config, database = str(tmp_path / "jobs.toml"), f"sqlite:///{tmp_path / 'real.db'}"
+    decoys = {
+        "SCHEDULER_CONFIG": str(tmp_path / "decoy.toml"),
+        "SCHEDULER_DATABASE_URL": f"sqlite:///{tmp_path / 'decoy' / 'decoy.db'}",
+    }
+    runner = CliRunner(env=decoys)
+    both = ["--config", config, "--database", database]
+
+    assert runner.invoke(main, ["db", "upgrade", "--database", database]).exit_code == 0
+    assert (tmp_path / "real.db").exists() and not (tmp_path / "decoy").exists()
+    validated = runner.invoke(main, ["validate", "--config", config, "--format", "json"])
+    assert validated.exit_code == 0 and json.loads(validated.stdout)["valid"] is True
+
+    paused = runner.invoke(main, ["pause", "nightly", "--reason", "redeploy", "--by", "ana", *both])
+    assert paused.exit_code == 0, paused.output
+    engine = create_db_engine(database)
+    try:
+        claim_slot(Store(engine=engine), "smoke")
+    finally:
+        engine.dispose()
+    listed = json.loads(runner.invoke(main, ["jobs", "--format", "json", *both]).stdout)
+    assert listed["file"] == config
+    assert {job["name"]: job["paused"] for job in listed["jobs"]} == {"smoke": False, "nightly": True}
+    fires = json.loads(runner.invoke(main, ["history", "--format", "json", "--database", database]).stdout)
+    assert [fire["job"] for fire in fires] == ["smoke"]
+    resumed = runner.invoke(main, ["resume", "nightly", *both])
+    assert resumed.stdout.strip() == "nightly: resumed"
+    assert not (tmp_path / "decoy").exists()  # the environment's database was never touched
+
+
+def test_a_bad_option_is_named_as_the_option(tmp_path: Path) -> None:
+    runner = CliRunner(env={"SCHEDULER_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"})
+    unsupported = runner.invoke(main, ["history", "--database", "mysql://db/x"])
+    assert unsupported.exit_code == 1
+    assert unsupported.stderr.startswith("Error: --database mysql://db/x: 'mysql' is not supported"), unsupported.stderr
+    (tmp_path / "a-file").write_text("")
+    unreachable = runner.invoke(main, ["db", "upgrade", "--database", f"sqlite:///{tmp_path / 'a-file' / 'x.db'}"])
+    assert unreachable.exit_code == 1 and unreachable.stderr.startswith("Error: --database "), unreachable.stderr
+    both = runner.invoke(main, ["validate", str(tmp_path / "jobs.toml"), "--config", str(tmp_path / "jobs.toml")])
+    assert both.exit_code == 2 and "give the file as PATH or as --config, not both" in both.stderr
+
+
+def test_every_command_that_reads_settings_takes_config_and_database() -> None:
+    runner = CliRunner()
+    for command in SETTINGS_COMMANDS:
+        shown = runner.invoke(main, [*command, "--help"]).stdout
+        assert "--config PATH" in shown and "--database URL" in shown, command
+
+
+def test_help_lists_every_environment_variable_and_the_exit_codes() -> None:
+    shown = " ".join(CliRunner().invoke(main, ["--help"]).stdout.split())
+    variables = [info.validation_alias.choices[0] for info in Settings.model_fields.values()]  # type: ignore[union-attr]
+    assert len(variables) == 10
+    for variable in [*variables, "USER"]:
+        assert f" {variable} " in shown, variable
+    assert "Exit codes: 0 done;" in shown and " 1 it failed:" in shown and " 2 a usage error:" in shown
+
+
+def test_version_is_the_installed_one() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"cekura-scheduler, version {version('cekura-scheduler')}\n"
+
+
+def test_an_older_version_on_a_newer_schema_says_so_in_one_line(tmp_path: Path) -> None:
+    """During a rolling upgrade, a replica of the old version that restarts must say why it cannot start."""
+    database = f"sqlite:///{tmp_path / 's.db'}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade", "--database", database]).exit_code == 0
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = runner.invoke(main, ["db", "upgrade", "--database", database])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: --database {database}: cannot upgrade the database schema: Can't locate revision identified by "
+        "'9999' (a newer cekura-scheduler upgraded it: run that version)"
+    ]
