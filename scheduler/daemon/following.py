@@ -26,6 +26,8 @@ from scheduler.verdicts import RUNNING_STATUSES, TERMINAL_STATUSES, TIMED_OUT, V
 logger = logging.getLogger(__name__)
 
 LOOK_AGAIN_ATTEMPTS = 4
+OUTCOMES_LINGER = 0.05  # seconds a batch of verdicts stays open (their alerts wait that much longer at most)
+STATUSES_LINGER = 0.5  # the last status seen of a result still running: only `history` shows it
 
 
 class Follower:
@@ -35,8 +37,8 @@ class Follower:
         self._rt = runtime
         # Verdicts and statuses arriving together are written together: 1,000 results ending in the same wave
         # of reads cost a few transactions, not 1,000 (each a commit the fires due meanwhile would wait behind).
-        self._outcomes = Batched(runtime.record_outcomes, runtime.spawn)
-        self._statuses = Batched(runtime.store.record_polls, runtime.spawn)
+        self._outcomes = Batched(runtime.record_outcomes, runtime.spawn, linger=OUTCOMES_LINGER)
+        self._statuses = Batched(runtime.store.record_polls, runtime.spawn, linger=STATUSES_LINGER)
 
     def start(self, fire: Fire) -> None:
         """Follow a submitted fire in a task of its own (cancelled if another process takes it over)."""
@@ -93,7 +95,8 @@ class Follower:
                 continue
             rt.metrics.polls.labels(result.status).inc()
             if result.status != last_status:
-                logger.info("result %d is %s", fire.result_id, result.status, extra=extra)
+                # Debug only: the verdict's own line says how the result ended; one line per step a person needs.
+                logger.debug("result %d is %s", fire.result_id, result.status, extra=extra)
                 last_status = result.status
                 if result.status not in RUNNING_STATUSES | TERMINAL_STATUSES:
                     logger.warning(

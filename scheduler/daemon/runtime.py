@@ -263,13 +263,22 @@ class Batched(Generic[A, R]):
 
     A thousand jobs due at once then cost one transaction to claim rather than a thousand (the ORM's per-session
     cost, ~1 ms each, held the GIL the event loop needs), and answers arriving together are recorded together.
+    ``linger`` (seconds) holds each batch open a little longer for writes nobody waits on to the millisecond:
+    verdicts of results that end in the same wave of reads arrive a few milliseconds apart, and without it most
+    batches held one (1.6 on average, for 1,000 results). It is a batching window, not the daemon's time, so it
+    is the event loop's own sleep, not the injected clock's.
     """
 
     def __init__(
-        self, run_many: Callable[[list[A]], list[R]], spawn: Callable[[Awaitable[None]], asyncio.Task[None]]
+        self,
+        run_many: Callable[[list[A]], list[R]],
+        spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
+        *,
+        linger: float = 0.0,
     ) -> None:
         self._run_many = run_many
         self._spawn = spawn
+        self._linger = linger
         self._waiting: list[tuple[A, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
 
@@ -281,8 +290,8 @@ class Batched(Generic[A, R]):
         return await future
 
     async def _drain(self) -> None:
-        await asyncio.sleep(0)  # let the callers of this turn of the loop join
         while self._waiting:
+            await asyncio.sleep(self._linger)  # let the callers of this turn of the loop (or window) join
             batch, self._waiting = self._waiting, []
             try:
                 results = await asyncio.to_thread(self._run_many, [item for item, _ in batch])

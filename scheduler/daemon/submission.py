@@ -64,7 +64,8 @@ class Submitter:
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
-        self._answers = Batched(runtime.store.record_submitted_many, runtime.spawn)
+        # Answers arrive a few milliseconds apart during a burst; a short window writes them ~20 at a time.
+        self._answers = Batched(runtime.store.record_submitted_many, runtime.spawn, linger=0.02)
 
     async def submit(self, job: Job, fire: Fire, submission: Submission | None = None) -> Fire:
         """POST the fire's submission and record the answer; raises SubmissionUnsettledError when it is unknown."""
