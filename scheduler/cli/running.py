@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -59,6 +60,10 @@ def run() -> None:
             common.connected_daemon(settings, config, store, api_key, source) as daemon,
             WebServer(daemon=daemon, **web_options),
         ):
+            # What start-up built (modules, the config, the engine) lives as long as the process: out of the
+            # cyclic collector's sight, so that its full collections during a burst of fires stay short
+            # (a sixth of the CPU of a 1,000-job burst went to collections, half of it to these objects).
+            gc.freeze()
             await common.run_until_signalled(daemon)
 
     try:
