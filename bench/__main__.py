@@ -36,7 +36,15 @@ from bench.idle import idle_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, poll_run, probe_run
 
-NAMES = ("firelag", "idle", "config", "polling", "postgres")
+NAMES = (
+    "firelag",
+    "burstcpu",
+    "concurrency",
+    "idle",
+    "config",
+    "polling",
+    "postgres",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class Sizes:
     poll_window: float
     probe_repeats: int
     postgres_repeats: int
+    concurrency: tuple[tuple[int, int, int], ...]  # (jobs due at once, max_concurrent_submissions, repeats)
 
 
 DEFAULT = Sizes(
@@ -64,6 +73,7 @@ DEFAULT = Sizes(
     poll_window=30,
     probe_repeats=1,
     postgres_repeats=1,
+    concurrency=((1000, 50, 1), (1000, 100, 1), (1000, 200, 1)),
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -75,6 +85,7 @@ FULL = Sizes(
     poll_window=60,
     probe_repeats=3,
     postgres_repeats=3,
+    concurrency=((1000, 50, 3), (1000, 100, 3), (1000, 200, 3), (10_000, 200, 1)),
 )
 
 
@@ -138,13 +149,9 @@ def _firelag_rows(report: Report, jobs: int, ours_runs: list[FireRun], floor_run
     ours = Lags.median([run.summary for run in ours_runs])
     floor = Lags.median([run.summary for run in floor_runs])
     limit = physical_limit(jobs)
-    missing = sum(run.missing for run in ours_runs)
-    doubled = sum(run.duplicates for run in ours_runs)
-    errors = sum(run.errors for run in ours_runs)
-    cpu = sorted(run.cpu for run in ours_runs)[len(ours_runs) // 2]
+    cpu = _median_by_cpu(ours_runs).cpu
     extra = f" · daemon CPU {cpu:.1f} s ({cpu / jobs * 1000:.1f} ms/fire)" if jobs > 1 else ""
-    extra += f" · {missing:,} never arrived, {doubled:,} sent twice" if missing or doubled else ""
-    extra += _errors(errors)
+    extra += _trouble(ours_runs)
     target, met = "", None
     if jobs == 1:
         target, met = "p99 <= 50 ms", ours.p99 <= 0.050
@@ -170,6 +177,110 @@ def _firelag_rows(report: Report, jobs: int, ours_runs: list[FireRun], floor_run
         "received_at_p99": [Lags.of(run.received_lags).p99 for run in ours_runs if run.received_lags],
         "physical": limit,
     }
+
+
+def _median_by_cpu(runs: list[FireRun]) -> FireRun:
+    """The run whose CPU is the median of the repeats (its CPU window with it)."""
+    return sorted(runs, key=lambda run: run.cpu)[len(runs) // 2]
+
+
+def _trouble(runs: list[FireRun]) -> str:
+    """What went wrong in these runs, for the row: POSTs that never arrived or arrived twice, ERROR lines."""
+    missing = sum(run.missing for run in runs)
+    doubled = sum(run.duplicates for run in runs)
+    text = f" · {missing:,} never arrived, {doubled:,} sent twice" if missing or doubled else ""
+    return text + _errors(sum(run.errors for run in runs))
+
+
+def _ms(value: float) -> str:
+    """A small CPU time per operation, to the hundredth of a millisecond (the targets are 1 and 3 ms)."""
+    return "n/a" if math.isinf(value) else f"{value * 1000:.2f} ms"
+
+
+def _core(run: FireRun) -> str:
+    """The CPU of a run as a share of one core over its window."""
+    return f"{run.cpu / run.cpu_window:.2f} of a core" if run.cpu_window > 0 else "share n/a"
+
+
+BURST = 1000  # jobs due at once in the CPU per fire row (issue 15)
+LAG_TARGETS = {(1000, 50): 1.15, (1000, 200): 2.0, (10_000, 200): 1.2}  # (jobs, concurrency): p99 / physical limit
+
+
+def _bursts(report: Report, jobs: int, repeats: int) -> list[FireRun]:
+    """Our daemon's runs of ``jobs`` due at once on default settings: the fire lag benchmark's if it ran, else new."""
+    runs = report.fire_runs.setdefault(jobs, [])
+    while len(runs) < repeats:
+        say(f"fire lag: {jobs:,} jobs at once, default settings, run {len(runs) + 1}/{repeats} (daemon)")
+        runs.append(daemon_run(jobs))
+    return runs
+
+
+def bench_burstcpu(sizes: Sizes, report: Report) -> None:
+    repeats = sizes.firelag.get(BURST, 1)
+    ours_runs = _bursts(report, BURST, repeats)
+    floor_runs = []
+    for index in range(repeats):
+        say(f"burst CPU: {BURST:,} POSTs through aiohttp alone, {CONCURRENCY} connections ({index + 1}/{repeats})")
+        floor_runs.append(floor_run(BURST, client="aiohttp"))
+    ours, floor = _median_by_cpu(ours_runs), _median_by_cpu(floor_runs)
+    per_fire, per_post = ours.cpu / BURST, floor.cpu / BURST
+    lags = Lags.median([run.summary for run in ours_runs])
+    floor_lags = Lags.median([run.summary for run in floor_runs])
+    unsent = max(run.missing for run in floor_runs)
+    report.rows.append(
+        Row(
+            f"CPU per fire, {BURST:,} jobs at once ({CONCURRENCY} concurrent submissions)",
+            f"{_ms(per_fire)} per fire (daemon CPU {ours.cpu:.2f} s over the {ours.cpu_window:.1f} s from just before "
+            f"the slot to just after the last answer, {_core(ours)}) · p99 {seconds(lags.p99)}" + _trouble(ours_runs),
+            f"aiohttp alone, {CONCURRENCY} connections, the same {BURST:,} POSTs: {_ms(per_post)} per POST "
+            f"(CPU {floor.cpu:.2f} s, READY to the last answer) · p99 {seconds(floor_lags.p99)}"
+            + (f" ({unsent:,} not sent)" if unsent else ""),
+            ratio(per_fire, per_post),
+            "at most 1.0 ms per fire",
+            per_fire <= 0.001,
+        )
+    )
+    report.raw["burstcpu"] = {
+        "ours": [{"cpu": run.cpu, "window": run.cpu_window, "p99": run.summary.p99} for run in ours_runs],
+        "aiohttp": [dataclasses.asdict(run.summary) | {"cpu": run.cpu} for run in floor_runs],
+    }
+
+
+def bench_concurrency(sizes: Sizes, report: Report) -> None:
+    raw = []
+    for jobs, concurrency, repeats in sizes.concurrency:
+        if concurrency == CONCURRENCY:
+            runs = _bursts(report, jobs, repeats)
+        else:
+            runs = []
+            for index in range(repeats):
+                say(f"concurrency: {jobs:,} jobs at once, {concurrency} concurrent submissions ({index + 1}/{repeats})")
+                runs.append(daemon_run(jobs, daemon_toml=f"max_concurrent_submissions = {concurrency}"))
+        lags = Lags.median([run.summary for run in runs])
+        limit = physical_limit(jobs, concurrency=concurrency)
+        middle = _median_by_cpu(runs)
+        factor = LAG_TARGETS.get((jobs, concurrency))
+        target = f"p99 <= {seconds(factor * limit)} ({factor:g}x the limit)" if factor else ""
+        report.rows.append(
+            Row(
+                f"fire lag by concurrency, {jobs:,} jobs at once, {concurrency} concurrent submissions",
+                f"{lags.text()} · daemon CPU {middle.cpu:.1f} s ({_ms(middle.cpu / jobs)}/fire, {_core(middle)})"
+                + _trouble(runs),
+                f"physical N x {seconds(LATENCY)} / {concurrency} = {seconds(limit)}",
+                f"{ratio(lags.p99, limit)} physical (p99)",
+                target,
+                lags.p99 <= factor * limit if factor else None,
+            )
+        )
+        raw.append(
+            {
+                "jobs": jobs,
+                "concurrency": concurrency,
+                "physical": limit,
+                "runs": [dataclasses.asdict(run.summary) | {"cpu": run.cpu, "window": run.cpu_window} for run in runs],
+            }
+        )
+    report.raw["concurrency"] = raw
 
 
 def bench_idle(sizes: Sizes, report: Report) -> None:
@@ -424,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     runners: dict[str, Callable[[], None]] = {
         "firelag": lambda: bench_firelag(sizes, report),
+        "burstcpu": lambda: bench_burstcpu(sizes, report),
+        "concurrency": lambda: bench_concurrency(sizes, report),
         "idle": lambda: bench_idle(sizes, report),
         "config": lambda: bench_config(sizes, report),
         "polling": lambda: bench_polling(sizes, report),
