@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.configload import load_run, reload_run
+from bench.configload import load_run, reload_run, validate_run
 from bench.databases import postgres, sqlite
 from bench.firelag import (
     CONCURRENCY,
@@ -42,6 +43,7 @@ NAMES = (
     "concurrency",
     "idle",
     "config",
+    "validate",
     "polling",
     "postgres",
 )
@@ -61,6 +63,8 @@ class Sizes:
     probe_repeats: int
     postgres_repeats: int
     concurrency: tuple[tuple[int, int, int], ...]  # (jobs due at once, max_concurrent_submissions, repeats)
+    validate: tuple[int, ...]  # jobs in each generated file
+    validate_repeats: int
 
 
 DEFAULT = Sizes(
@@ -74,6 +78,8 @@ DEFAULT = Sizes(
     probe_repeats=1,
     postgres_repeats=1,
     concurrency=((1000, 50, 1), (1000, 100, 1), (1000, 200, 1)),
+    validate=(10_000, 20_000, 40_000),
+    validate_repeats=1,
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -86,6 +92,8 @@ FULL = Sizes(
     probe_repeats=3,
     postgres_repeats=3,
     concurrency=((1000, 50, 3), (1000, 100, 3), (1000, 200, 3), (10_000, 200, 1)),
+    validate=(10_000, 20_000, 40_000),
+    validate_repeats=3,
 )
 
 
@@ -341,6 +349,49 @@ def bench_config(sizes: Sizes, report: Report) -> None:
     report.raw["config"] = {"load": dataclasses.asdict(load), "reload": dataclasses.asdict(reloaded)}
 
 
+def bench_validate(sizes: Sizes, report: Report) -> None:
+    results = []
+    for jobs in sizes.validate:
+        say(f"validate: `python -m scheduler validate` of a {jobs:,}-job jobs.toml, {sizes.validate_repeats} times")
+        results.append(validate_run(jobs, sizes.validate_repeats))
+    for result in results:
+        ours, base, jobs = result.validate, result.parse, result.jobs
+        report.rows.append(
+            Row(
+                f"validate, {jobs:,}-job jobs.toml (`python -m scheduler validate FILE`, a process of its own)",
+                f"CPU {seconds(ours.cpu)} ({ours.cpu / jobs * 1e6:.0f} µs/job) · wall {seconds(ours.wall)} · "
+                f"peak RSS {ours.peak_rss_mb:.0f} MB ({ours.peak_rss_mb * 1024 / jobs:.1f} KB/job)",
+                f"tomllib.loads of the same text, a python process: CPU {seconds(base.cpu)} "
+                f"({base.cpu / jobs * 1e6:.0f} µs/job) · peak RSS {base.peak_rss_mb:.0f} MB",
+                f"{ratio(ours.cpu, base.cpu)} CPU, {ratio(ours.peak_rss_mb, base.peak_rss_mb)} peak RSS",
+                "CPU < 10 s" if jobs == 40_000 else "",
+                ours.cpu < 10 if jobs == 40_000 else None,
+            )
+        )
+    steps = list(itertools.pairwise(results))
+    if steps:
+        # Linear means each added job costs the same: compare the last step's cost per added job with the first's.
+        cpu = [(b.validate.cpu - a.validate.cpu) / (b.jobs - a.jobs) for a, b in steps]
+        rss = [(b.validate.peak_rss_mb - a.validate.peak_rss_mb) * 1024 / (b.jobs - a.jobs) for a, b in steps]
+        parse = [(b.parse.cpu - a.parse.cpu) / (b.jobs - a.jobs) for a, b in steps]
+        names = [f"{a.jobs // 1000}k to {b.jobs // 1000}k" for a, b in steps]
+        report.rows.append(
+            Row(
+                "validate, cost of each added job (linear: the same at every size)",
+                " · ".join(
+                    f"{name}: CPU {c * 1e6:.0f} µs, peak RSS {r:.1f} KB"
+                    for name, c, r in zip(names, cpu, rss, strict=True)
+                ),
+                "tomllib.loads, each added job: "
+                + " · ".join(f"{name}: CPU {c * 1e6:.0f} µs" for name, c in zip(names, parse, strict=True)),
+                f"last step / first: {ratio(cpu[-1], cpu[0])} CPU, {ratio(rss[-1], rss[0])} RSS",
+                "linear (last step within 1.25x the first, CPU and RSS)",
+                cpu[-1] <= 1.25 * cpu[0] and rss[-1] <= 1.25 * rss[0],
+            )
+        )
+    report.raw["validate"] = [dataclasses.asdict(result) for result in results]
+
+
 def bench_polling(sizes: Sizes, report: Report) -> None:
     say(f"polling: {IN_FLIGHT:,} results in flight, {sizes.poll_window:.0f} s")
     polled = poll_run(sizes.poll_window)
@@ -539,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": lambda: bench_concurrency(sizes, report),
         "idle": lambda: bench_idle(sizes, report),
         "config": lambda: bench_config(sizes, report),
+        "validate": lambda: bench_validate(sizes, report),
         "polling": lambda: bench_polling(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
     }
