@@ -36,6 +36,7 @@ from bench.firelag import (
 from bench.idle import idle_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, poll_run, probe_run
+from bench.steady import RUN_DURATION, steady_run
 
 NAMES = (
     "firelag",
@@ -45,6 +46,7 @@ NAMES = (
     "config",
     "validate",
     "polling",
+    "steady",
     "postgres",
 )
 
@@ -63,6 +65,7 @@ class Sizes:
     probe_repeats: int
     postgres_repeats: int
     concurrency: tuple[tuple[int, int, int], ...]  # (jobs due at once, max_concurrent_submissions, repeats)
+    steady: tuple[int, int]  # (jobs every minute, slots measured)
     validate: tuple[int, ...]  # jobs in each generated file
     validate_repeats: int
 
@@ -78,6 +81,7 @@ DEFAULT = Sizes(
     probe_repeats=1,
     postgres_repeats=1,
     concurrency=((1000, 50, 1), (1000, 100, 1), (1000, 200, 1)),
+    steady=(200, 2),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=1,
 )
@@ -92,6 +96,7 @@ FULL = Sizes(
     probe_repeats=3,
     postgres_repeats=3,
     concurrency=((1000, 50, 3), (1000, 100, 3), (1000, 200, 3), (10_000, 200, 1)),
+    steady=(1000, 3),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=3,
 )
@@ -443,6 +448,32 @@ def bench_polling(sizes: Sizes, report: Report) -> None:
     }
 
 
+def bench_steady(sizes: Sizes, report: Report) -> None:
+    jobs, slots = sizes.steady
+    say(f"steady: {jobs:,} jobs every minute, {slots} slots, results ending after {RUN_DURATION:.0f} s")
+    result = steady_run(jobs, slots)
+    fires = max(result.fires, 1)
+    missing = result.expected - result.fires
+    extra = f" · only {result.fires:,} of {result.expected:,} verdicts in time" if missing else ""
+    extra += f" · {result.later_fires:,} fires of the next slot inside the window" if result.later_fires else ""
+    report.rows.append(
+        Row(
+            f"CPU per fire end to end, {jobs:,} jobs every {result.every} s, {slots} slots (results end after "
+            f"{RUN_DURATION:.0f} s)",
+            f"{_ms(result.per_fire)} per fire (daemon CPU {result.cpu:.1f} s over {result.window:.0f} s, from just "
+            f"before the first slot to the last verdict, {result.fires:,} fires; nothing subtracted) · in the bursts "
+            f"{_ms(result.burst_cpu / fires)}, afterwards {_ms((result.cpu - result.burst_cpu) / fires)} · "
+            f"{result.reads / max(result.results, 1):.2f} reads per result" + extra + _errors(result.errors),
+            f"same daemon idle before the first slot: {result.idle_cpu:.2f} s in {result.idle_window:.0f} s, "
+            f"{result.idle_rate:.2%} of a core, x {result.window:.0f} s = {_ms(result.idle_per_fire)} per fire",
+            ratio(result.per_fire, result.idle_per_fire),
+            "at most 3 ms per fire",
+            result.fires == result.expected and result.per_fire <= 0.003,
+        )
+    )
+    report.raw["steady"] = dataclasses.asdict(result)
+
+
 def bench_postgres(sizes: Sizes, report: Report, url: str | None) -> None:
     if not url:
         report.notes.append("PostgreSQL: skipped (set SCHEDULER_TEST_POSTGRES_URL or pass --postgres URL).")
@@ -592,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": lambda: bench_config(sizes, report),
         "validate": lambda: bench_validate(sizes, report),
         "polling": lambda: bench_polling(sizes, report),
+        "steady": lambda: bench_steady(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
     }
     began = time.monotonic()
