@@ -46,6 +46,7 @@ NAMES = (
     "config",
     "validate",
     "polling",
+    "verdicts",
     "steady",
     "postgres",
 )
@@ -448,6 +449,44 @@ def bench_polling(sizes: Sizes, report: Report) -> None:
     }
 
 
+VERDICT_GAP = 27  # seconds from the 1,000 fires to the 100 probes: inside the wave of verdicts (from ~25 s)
+
+
+def bench_verdicts(sizes: Sizes, report: Report) -> None:
+    with_load, without = [], []
+    for index in range(sizes.probe_repeats):
+        say(
+            f"verdicts: {PROBES} jobs due {VERDICT_GAP} s after {IN_FLIGHT:,} others, whose results end after "
+            f"{RUN_DURATION:.0f} s, and on a quiet daemon ({index + 1}/{sizes.probe_repeats})"
+        )
+        with_load.append(probe_run(busy=True, run_duration=RUN_DURATION, gap=VERDICT_GAP))
+        without.append(probe_run(busy=False))
+    busy_lags = Lags.median([probe.lags for probe in with_load])
+    idle_lags = Lags.median([probe.lags for probe in without])
+    middle = sorted(with_load, key=lambda probe: probe.verdicts_meanwhile)[len(with_load) // 2]
+    wave = middle.verdict_wave
+    wave_text = f"all verdicts {wave[0]:.1f} to {wave[1]:.1f} s" if wave else "no verdict recorded"
+    report.rows.append(
+        Row(
+            f"fire lag of {PROBES} jobs due while {IN_FLIGHT:,} results finish (results end after "
+            f"{RUN_DURATION:.0f} s; the {PROBES} fall due {VERDICT_GAP} s after the {IN_FLIGHT:,})",
+            f"{busy_lags.text()} · while they were submitted ({middle.window[0]:.1f} to {middle.window[1]:.1f} s "
+            f"after the {IN_FLIGHT:,} fired) {middle.verdicts_meanwhile:,} verdicts were recorded and "
+            f"{middle.reads_meanwhile:,} reads arrived ({wave_text}; {middle.verdicts:,} of {IN_FLIGHT:,})"
+            + _errors(sum(probe.errors for probe in with_load + without)),
+            f"same {PROBES} jobs, nothing in flight: {idle_lags.text()}",
+            f"{ratio(busy_lags.p99, idle_lags.p99)} (p99)",
+            "p99 at most 1.5x the quiet daemon's",
+            busy_lags.p99 <= 1.5 * idle_lags.p99,
+        )
+    )
+    report.raw["verdicts"] = {
+        "gap": VERDICT_GAP,
+        "busy": [dataclasses.asdict(probe) for probe in with_load],
+        "quiet": [dataclasses.asdict(probe) for probe in without],
+    }
+
+
 def bench_steady(sizes: Sizes, report: Report) -> None:
     jobs, slots = sizes.steady
     say(f"steady: {jobs:,} jobs every minute, {slots} slots, results ending after {RUN_DURATION:.0f} s")
@@ -623,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": lambda: bench_config(sizes, report),
         "validate": lambda: bench_validate(sizes, report),
         "polling": lambda: bench_polling(sizes, report),
+        "verdicts": lambda: bench_verdicts(sizes, report),
         "steady": lambda: bench_steady(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
     }
