@@ -39,7 +39,7 @@ class FireRun:
     received_lags: list[float]  # the simulator's Submission.received_at, stamped after its simulated latency
     duplicates: int  # names POSTed more than once
     missing: int  # expected names that never arrived
-    cpu: float = 0.0  # CPU seconds the daemons used from just before the slot to the last POST
+    cpu: float = 0.0  # CPU seconds the daemons used from just before the slot to the last POST (the floor: its own)
     cpu_window: float = 0.0  # the wall-clock seconds over which ``cpu`` was counted
     owners: dict[str, int] = dataclasses.field(default_factory=dict)  # fires submitted by each daemon
     errors: int = 0  # ERROR lines in the daemons' logs: a figure is only worth something without them

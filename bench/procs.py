@@ -44,7 +44,7 @@ def memory_mb(pid: int) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ChildUsage:
-    """What a command used from its start to its exit, as ``/usr/bin/time`` reports it (from ``wait4``)."""
+    """What a command used from its start to its exit, as ``/usr/bin/time`` reports it."""
 
     cpu: float  # user + system seconds
     wall: float
