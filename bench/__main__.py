@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.configload import load_run, reload_run
+from bench.configload import load_run, reload_run, validate_run
 from bench.databases import postgres, sqlite
 from bench.firelag import (
     CONCURRENCY,
@@ -34,9 +35,21 @@ from bench.firelag import (
 )
 from bench.idle import idle_run
 from bench.plan import Lags, seconds
-from bench.polling import IN_FLIGHT, PROBES, poll_run, probe_run
+from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
+from bench.steady import RUN_DURATION, steady_run
 
-NAMES = ("firelag", "idle", "config", "polling", "postgres")
+NAMES = (
+    "firelag",
+    "burstcpu",
+    "concurrency",
+    "idle",
+    "config",
+    "validate",
+    "polling",
+    "verdicts",
+    "steady",
+    "postgres",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,10 @@ class Sizes:
     poll_window: float
     probe_repeats: int
     postgres_repeats: int
+    concurrency: tuple[tuple[int, int, int], ...]  # (jobs due at once, max_concurrent_submissions, repeats)
+    steady: tuple[int, int]  # (jobs every minute, slots measured)
+    validate: tuple[int, ...]  # jobs in each generated file
+    validate_repeats: int
 
 
 DEFAULT = Sizes(
@@ -64,6 +81,10 @@ DEFAULT = Sizes(
     poll_window=30,
     probe_repeats=1,
     postgres_repeats=1,
+    concurrency=((1000, 50, 1), (1000, 100, 1), (1000, 200, 1)),
+    steady=(200, 2),
+    validate=(10_000, 20_000, 40_000),
+    validate_repeats=1,
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -75,6 +96,10 @@ FULL = Sizes(
     poll_window=60,
     probe_repeats=3,
     postgres_repeats=3,
+    concurrency=((1000, 50, 3), (1000, 100, 3), (1000, 200, 3), (10_000, 200, 1)),
+    steady=(1000, 3),
+    validate=(10_000, 20_000, 40_000),
+    validate_repeats=3,
 )
 
 
@@ -138,13 +163,9 @@ def _firelag_rows(report: Report, jobs: int, ours_runs: list[FireRun], floor_run
     ours = Lags.median([run.summary for run in ours_runs])
     floor = Lags.median([run.summary for run in floor_runs])
     limit = physical_limit(jobs)
-    missing = sum(run.missing for run in ours_runs)
-    doubled = sum(run.duplicates for run in ours_runs)
-    errors = sum(run.errors for run in ours_runs)
-    cpu = sorted(run.cpu for run in ours_runs)[len(ours_runs) // 2]
+    cpu = _median_by_cpu(ours_runs).cpu
     extra = f" · daemon CPU {cpu:.1f} s ({cpu / jobs * 1000:.1f} ms/fire)" if jobs > 1 else ""
-    extra += f" · {missing:,} never arrived, {doubled:,} sent twice" if missing or doubled else ""
-    extra += _errors(errors)
+    extra += _trouble(ours_runs)
     target, met = "", None
     if jobs == 1:
         target, met = "p99 <= 50 ms", ours.p99 <= 0.050
@@ -170,6 +191,110 @@ def _firelag_rows(report: Report, jobs: int, ours_runs: list[FireRun], floor_run
         "received_at_p99": [Lags.of(run.received_lags).p99 for run in ours_runs if run.received_lags],
         "physical": limit,
     }
+
+
+def _median_by_cpu(runs: list[FireRun]) -> FireRun:
+    """The run whose CPU is the median of the repeats (its CPU window with it)."""
+    return sorted(runs, key=lambda run: run.cpu)[len(runs) // 2]
+
+
+def _trouble(runs: list[FireRun]) -> str:
+    """What went wrong in these runs, for the row: POSTs that never arrived or arrived twice, ERROR lines."""
+    missing = sum(run.missing for run in runs)
+    doubled = sum(run.duplicates for run in runs)
+    text = f" · {missing:,} never arrived, {doubled:,} sent twice" if missing or doubled else ""
+    return text + _errors(sum(run.errors for run in runs))
+
+
+def _ms(value: float) -> str:
+    """A small CPU time per operation, to the hundredth of a millisecond (the targets are 1 and 3 ms)."""
+    return "n/a" if math.isinf(value) else f"{value * 1000:.2f} ms"
+
+
+def _core(run: FireRun) -> str:
+    """The CPU of a run as a share of one core over its window."""
+    return f"{run.cpu / run.cpu_window:.2f} of a core" if run.cpu_window > 0 else "share n/a"
+
+
+BURST = 1000  # jobs due at once in the CPU per fire row (issue 15)
+LAG_TARGETS = {(1000, 50): 1.15, (1000, 200): 2.0, (10_000, 200): 1.2}  # (jobs, concurrency): p99 / physical limit
+
+
+def _bursts(report: Report, jobs: int, repeats: int) -> list[FireRun]:
+    """Our daemon's runs of ``jobs`` due at once on default settings: the fire lag benchmark's if it ran, else new."""
+    runs = report.fire_runs.setdefault(jobs, [])
+    while len(runs) < repeats:
+        say(f"fire lag: {jobs:,} jobs at once, default settings, run {len(runs) + 1}/{repeats} (daemon)")
+        runs.append(daemon_run(jobs))
+    return runs
+
+
+def bench_burstcpu(sizes: Sizes, report: Report) -> None:
+    repeats = sizes.firelag.get(BURST, 1)
+    ours_runs = _bursts(report, BURST, repeats)
+    floor_runs = []
+    for index in range(repeats):
+        say(f"burst CPU: {BURST:,} POSTs through aiohttp alone, {CONCURRENCY} connections ({index + 1}/{repeats})")
+        floor_runs.append(floor_run(BURST, client="aiohttp"))
+    ours, floor = _median_by_cpu(ours_runs), _median_by_cpu(floor_runs)
+    per_fire, per_post = ours.cpu / BURST, floor.cpu / BURST
+    lags = Lags.median([run.summary for run in ours_runs])
+    floor_lags = Lags.median([run.summary for run in floor_runs])
+    unsent = max(run.missing for run in floor_runs)
+    report.rows.append(
+        Row(
+            f"CPU per fire, {BURST:,} jobs at once ({CONCURRENCY} concurrent submissions)",
+            f"{_ms(per_fire)} per fire (daemon CPU {ours.cpu:.2f} s over the {ours.cpu_window:.1f} s from just before "
+            f"the slot to just after the last answer, {_core(ours)}) · p99 {seconds(lags.p99)}" + _trouble(ours_runs),
+            f"aiohttp alone, {CONCURRENCY} connections, the same {BURST:,} POSTs: {_ms(per_post)} per POST "
+            f"(CPU {floor.cpu:.2f} s, READY to the last answer) · p99 {seconds(floor_lags.p99)}"
+            + (f" ({unsent:,} not sent)" if unsent else ""),
+            ratio(per_fire, per_post),
+            "at most 1.0 ms per fire",
+            per_fire <= 0.001,
+        )
+    )
+    report.raw["burstcpu"] = {
+        "ours": [{"cpu": run.cpu, "window": run.cpu_window, "p99": run.summary.p99} for run in ours_runs],
+        "aiohttp": [dataclasses.asdict(run.summary) | {"cpu": run.cpu} for run in floor_runs],
+    }
+
+
+def bench_concurrency(sizes: Sizes, report: Report) -> None:
+    raw = []
+    for jobs, concurrency, repeats in sizes.concurrency:
+        if concurrency == CONCURRENCY:
+            runs = _bursts(report, jobs, repeats)
+        else:
+            runs = []
+            for index in range(repeats):
+                say(f"concurrency: {jobs:,} jobs at once, {concurrency} concurrent submissions ({index + 1}/{repeats})")
+                runs.append(daemon_run(jobs, daemon_toml=f"max_concurrent_submissions = {concurrency}"))
+        lags = Lags.median([run.summary for run in runs])
+        limit = physical_limit(jobs, concurrency=concurrency)
+        middle = _median_by_cpu(runs)
+        factor = LAG_TARGETS.get((jobs, concurrency))
+        target = f"p99 <= {seconds(factor * limit)} ({factor:g}x the limit)" if factor else ""
+        report.rows.append(
+            Row(
+                f"fire lag by concurrency, {jobs:,} jobs at once, {concurrency} concurrent submissions",
+                f"{lags.text()} · daemon CPU {middle.cpu:.1f} s ({_ms(middle.cpu / jobs)}/fire, {_core(middle)})"
+                + _trouble(runs),
+                f"physical N x {seconds(LATENCY)} / {concurrency} = {seconds(limit)}",
+                f"{ratio(lags.p99, limit)} physical (p99)",
+                target,
+                lags.p99 <= factor * limit if factor else None,
+            )
+        )
+        raw.append(
+            {
+                "jobs": jobs,
+                "concurrency": concurrency,
+                "physical": limit,
+                "runs": [dataclasses.asdict(run.summary) | {"cpu": run.cpu, "window": run.cpu_window} for run in runs],
+            }
+        )
+    report.raw["concurrency"] = raw
 
 
 def bench_idle(sizes: Sizes, report: Report) -> None:
@@ -230,6 +355,49 @@ def bench_config(sizes: Sizes, report: Report) -> None:
     report.raw["config"] = {"load": dataclasses.asdict(load), "reload": dataclasses.asdict(reloaded)}
 
 
+def bench_validate(sizes: Sizes, report: Report) -> None:
+    results = []
+    for jobs in sizes.validate:
+        say(f"validate: `python -m scheduler validate` of a {jobs:,}-job jobs.toml, {sizes.validate_repeats} times")
+        results.append(validate_run(jobs, sizes.validate_repeats))
+    for result in results:
+        ours, base, jobs = result.validate, result.parse, result.jobs
+        report.rows.append(
+            Row(
+                f"validate, {jobs:,}-job jobs.toml (`python -m scheduler validate FILE`, a process of its own)",
+                f"CPU {seconds(ours.cpu)} ({ours.cpu / jobs * 1e6:.0f} µs/job) · wall {seconds(ours.wall)} · "
+                f"peak RSS {ours.peak_rss_mb:.0f} MB ({ours.peak_rss_mb * 1024 / jobs:.1f} KB/job)",
+                f"tomllib.loads of the same text, a python process: CPU {seconds(base.cpu)} "
+                f"({base.cpu / jobs * 1e6:.0f} µs/job) · peak RSS {base.peak_rss_mb:.0f} MB",
+                f"{ratio(ours.cpu, base.cpu)} CPU, {ratio(ours.peak_rss_mb, base.peak_rss_mb)} peak RSS",
+                "CPU < 10 s" if jobs == 40_000 else "",
+                ours.cpu < 10 if jobs == 40_000 else None,
+            )
+        )
+    steps = list(itertools.pairwise(results))
+    if steps:
+        # Linear means each added job costs the same: compare the last step's cost per added job with the first's.
+        cpu = [(b.validate.cpu - a.validate.cpu) / (b.jobs - a.jobs) for a, b in steps]
+        rss = [(b.validate.peak_rss_mb - a.validate.peak_rss_mb) * 1024 / (b.jobs - a.jobs) for a, b in steps]
+        parse = [(b.parse.cpu - a.parse.cpu) / (b.jobs - a.jobs) for a, b in steps]
+        names = [f"{a.jobs // 1000}k to {b.jobs // 1000}k" for a, b in steps]
+        report.rows.append(
+            Row(
+                "validate, cost of each added job (linear: the same at every size)",
+                " · ".join(
+                    f"{name}: CPU {c * 1e6:.0f} µs, peak RSS {r:.1f} KB"
+                    for name, c, r in zip(names, cpu, rss, strict=True)
+                ),
+                "tomllib.loads, each added job: "
+                + " · ".join(f"{name}: CPU {c * 1e6:.0f} µs" for name, c in zip(names, parse, strict=True)),
+                f"last step / first: {ratio(cpu[-1], cpu[0])} CPU, {ratio(rss[-1], rss[0])} RSS",
+                "linear (last step within 1.25x the first, CPU and RSS)",
+                cpu[-1] <= 1.25 * cpu[0] and rss[-1] <= 1.25 * rss[0],
+            )
+        )
+    report.raw["validate"] = [dataclasses.asdict(result) for result in results]
+
+
 def bench_polling(sizes: Sizes, report: Report) -> None:
     say(f"polling: {IN_FLIGHT:,} results in flight, {sizes.poll_window:.0f} s")
     polled = poll_run(sizes.poll_window)
@@ -279,6 +447,73 @@ def bench_polling(sizes: Sizes, report: Report) -> None:
         "probe_busy": [dataclasses.asdict(probe) for probe in with_load],
         "probe_idle": [dataclasses.asdict(probe) for probe in without],
     }
+
+
+VERDICT_GAP = 27  # seconds from the 1,000 fires to the 100 probes: inside the wave of verdicts (from ~25 s)
+WARM_GAP = 60  # ... and for the warm quiet baseline: every verdict recorded half a minute before, nothing in flight
+
+
+def bench_verdicts(sizes: Sizes, report: Report) -> None:
+    runs: dict[str, list[ProbeResult]] = {"busy": [], "warm": [], "cold": []}
+    for index in range(sizes.probe_repeats):
+        say(
+            f"verdicts: {PROBES} jobs due {VERDICT_GAP} s after {IN_FLIGHT:,} others, whose results end after "
+            f"{RUN_DURATION:.0f} s; then {WARM_GAP} s after, and on a fresh daemon ({index + 1}/{sizes.probe_repeats})"
+        )
+        runs["busy"].append(probe_run(busy=True, run_duration=RUN_DURATION, gap=VERDICT_GAP))
+        runs["warm"].append(probe_run(busy=True, run_duration=RUN_DURATION, gap=WARM_GAP))
+        runs["cold"].append(probe_run(busy=False))
+    lags = {key: Lags.median([probe.lags for probe in value]) for key, value in runs.items()}
+    middle = sorted(runs["busy"], key=lambda probe: probe.verdicts_meanwhile)[len(runs["busy"]) // 2]
+    wave = middle.verdict_wave
+    wave_text = f"all verdicts {wave[0]:.1f} to {wave[1]:.1f} s" if wave else "no verdict recorded"
+    warm_noise = sum(probe.verdicts_meanwhile + probe.reads_meanwhile for probe in runs["warm"])
+    report.rows.append(
+        Row(
+            f"fire lag of {PROBES} jobs due while {IN_FLIGHT:,} results finish (results end after "
+            f"{RUN_DURATION:.0f} s; the {PROBES} fall due {VERDICT_GAP} s after the {IN_FLIGHT:,})",
+            f"{lags['busy'].text()} · while they were submitted ({middle.window[0]:.1f} to {middle.window[1]:.1f} s "
+            f"after the {IN_FLIGHT:,} fired) {middle.verdicts_meanwhile:,} verdicts were recorded and "
+            f"{middle.reads_meanwhile:,} reads arrived ({wave_text}; {middle.verdicts:,} of {IN_FLIGHT:,})"
+            + _errors(sum(probe.errors for value in runs.values() for probe in value)),
+            f"same {PROBES} jobs, nothing in flight, on a warm daemon (the {IN_FLIGHT:,} fired {WARM_GAP} s before and "
+            f"all finished; {warm_noise} reads or verdicts meanwhile): {lags['warm'].text()} · on a fresh daemon "
+            f"(its first fires): p99 {seconds(lags['cold'].p99)}",
+            f"{ratio(lags['busy'].p99, lags['warm'].p99)} warm, "
+            f"{ratio(lags['busy'].p99, lags['cold'].p99)} fresh (p99)",
+            "p99 at most 1.5x the quiet (warm) daemon's",
+            lags["busy"].p99 <= 1.5 * lags["warm"].p99,
+        )
+    )
+    report.raw["verdicts"] = {"gap": VERDICT_GAP, "warm_gap": WARM_GAP} | {
+        key: [dataclasses.asdict(probe) for probe in value] for key, value in runs.items()
+    }
+
+
+def bench_steady(sizes: Sizes, report: Report) -> None:
+    jobs, slots = sizes.steady
+    say(f"steady: {jobs:,} jobs every minute, {slots} slots, results ending after {RUN_DURATION:.0f} s")
+    result = steady_run(jobs, slots)
+    fires = max(result.fires, 1)
+    missing = result.expected - result.fires
+    extra = f" · only {result.fires:,} of {result.expected:,} verdicts in time" if missing else ""
+    extra += f" · {result.later_fires:,} fires of the next slot inside the window" if result.later_fires else ""
+    report.rows.append(
+        Row(
+            f"CPU per fire end to end, {jobs:,} jobs every {result.every} s, {slots} slots (results end after "
+            f"{RUN_DURATION:.0f} s)",
+            f"{_ms(result.per_fire)} per fire (daemon CPU {result.cpu:.1f} s over {result.window:.0f} s, from just "
+            f"before the first slot to the last verdict, {result.fires:,} fires; nothing subtracted) · in the bursts "
+            f"{_ms(result.burst_cpu / fires)}, afterwards {_ms((result.cpu - result.burst_cpu) / fires)} · "
+            f"{result.reads / max(result.results, 1):.2f} reads per result" + extra + _errors(result.errors),
+            f"same daemon idle before the first slot: {result.idle_cpu:.2f} s in {result.idle_window:.0f} s, "
+            f"{result.idle_rate:.2%} of a core, x {result.window:.0f} s = {_ms(result.idle_per_fire)} per fire",
+            ratio(result.per_fire, result.idle_per_fire),
+            "at most 3 ms per fire",
+            result.fires == result.expected and result.per_fire <= 0.003,
+        )
+    )
+    report.raw["steady"] = dataclasses.asdict(result)
 
 
 def bench_postgres(sizes: Sizes, report: Report, url: str | None) -> None:
@@ -424,9 +659,14 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     runners: dict[str, Callable[[], None]] = {
         "firelag": lambda: bench_firelag(sizes, report),
+        "burstcpu": lambda: bench_burstcpu(sizes, report),
+        "concurrency": lambda: bench_concurrency(sizes, report),
         "idle": lambda: bench_idle(sizes, report),
         "config": lambda: bench_config(sizes, report),
+        "validate": lambda: bench_validate(sizes, report),
         "polling": lambda: bench_polling(sizes, report),
+        "verdicts": lambda: bench_verdicts(sizes, report),
+        "steady": lambda: bench_steady(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
     }
     began = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 import tomllib
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import SecretStr
 
 from bench.plan import slot_of
-from bench.procs import SimServer, scratch_folder
+from bench.procs import ChildUsage, SimServer, run_measured, scratch_folder
 from bench.simserver import API_KEY
 from scheduler.cekura import CekuraClient
 from scheduler.config import ConfigSource, load_config
@@ -90,6 +91,35 @@ def load_run(jobs: int, repeats: int) -> LoadResult:
             loads.append(time.perf_counter() - began)
             assert len(config.jobs) == jobs
     return LoadResult(jobs=jobs, load=statistics.median(loads), parse=statistics.median(parses))
+
+
+VALIDATE = (sys.executable, "-m", "scheduler", "validate")
+PARSE = (sys.executable, "-c", "import sys, tomllib; tomllib.loads(open(sys.argv[1], encoding='utf-8').read())")
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    """``python -m scheduler validate FILE`` as a process, beside a process that only parses the file."""
+
+    jobs: int
+    validate: ChildUsage  # the median repeat (by CPU)
+    parse: ChildUsage  # ``tomllib.loads`` of the same text in a python process of its own: the baseline
+
+
+def validate_run(jobs: int, repeats: int) -> ValidateResult:
+    """Validate a generated ``jobs``-job file in a process of its own, ``repeats`` times; the median by CPU."""
+    with scratch_folder("validate") as folder:
+        path = folder / "jobs.toml"
+        path.write_text(big_config(jobs))
+        validates, parses = [], []
+        for _ in range(repeats):
+            parses.append(run_measured([*PARSE, str(path)], timeout=600))
+            validates.append(run_measured([*VALIDATE, str(path)], timeout=600))
+    return ValidateResult(jobs=jobs, validate=_median(validates), parse=_median(parses))
+
+
+def _median(runs: list[ChildUsage]) -> ChildUsage:
+    return sorted(runs, key=lambda run: run.cpu)[len(runs) // 2]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ class FireRun:
     received_lags: list[float]  # the simulator's Submission.received_at, stamped after its simulated latency
     duplicates: int  # names POSTed more than once
     missing: int  # expected names that never arrived
-    cpu: float = 0.0  # CPU seconds the daemons used from just before the slot to the last POST
+    cpu: float = 0.0  # CPU seconds the daemons used from just before the slot to the last POST (the floor: its own)
+    cpu_window: float = 0.0  # the wall-clock seconds over which ``cpu`` was counted
     owners: dict[str, int] = dataclasses.field(default_factory=dict)  # fires submitted by each daemon
     errors: int = 0  # ERROR lines in the daemons' logs: a figure is only worth something without them
 
@@ -108,12 +109,12 @@ def _daemon_round(jobs: int, database: Database, replicas: int, daemon_toml: str
             if ready > slot - 0.1:
                 raise TooLate
             time.sleep(max(0.0, slot - 0.3 - time.time()))
-            before = sum(cpu_seconds(d.pid) for d in started)
+            before, began = sum(cpu_seconds(d.pid) for d in started), time.monotonic()
             _wait_for_posts(sim, jobs, timeout=slot - time.time() + 60 + jobs * 0.05)
-            used = sum(cpu_seconds(d.pid) for d in started) - before
+            used, window = sum(cpu_seconds(d.pid) for d in started) - before, time.monotonic() - began
             run = _collect(sim, {f"{name}@{_stamp(slot)}" for name in names})
         errors = sum(daemon.errors() for daemon in started)
-        return dataclasses.replace(run, cpu=used, owners=_owners(url), errors=errors)
+        return dataclasses.replace(run, cpu=used, cpu_window=window, owners=_owners(url), errors=errors)
 
 
 def _owners(url: str) -> dict[str, int]:
@@ -147,11 +148,13 @@ def daemon_ticks(samples: int, *, database: Database = sqlite) -> FireRun:
         return dataclasses.replace(run, errors=daemon.errors())
 
 
-def floor_run(jobs: int, *, slots: int = 1) -> FireRun:
+def floor_run(jobs: int, *, slots: int = 1, client: str = "apscheduler") -> FireRun:
     """The same jobs fired by bare APScheduler 3 + httpx (``bench.floor``): ``jobs`` POSTs at each of ``slots``.
 
     The floor gets ``FLOOR_PATIENCE`` seconds (plus 20 ms a job) after its last slot; what has not arrived by
     then counts as missing, and its lag as unbounded (httpx's pool is quadratic in the requests queued on it).
+    ``client="aiohttp"``: no scheduler, the POSTs through aiohttp alone (the floor of the submission path).
+    ``cpu`` is the floor process's own CPU from READY to its last answer (unbounded if it had to be stopped).
     """
     margin = 3.0 + jobs * 0.0005  # the floor's imports and scheduling
     for _attempt in range(3):
@@ -161,8 +164,9 @@ def floor_run(jobs: int, *, slots: int = 1) -> FireRun:
             command = [sys.executable, "-m", "bench.floor", "--url", sim.url, "--jobs", str(jobs)]
             for slot in firsts:
                 command += ["--slot", str(slot)]
-            command += ["--connections", str(CONCURRENCY)]
+            command += ["--connections", str(CONCURRENCY), "--client", client]
             process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=clean_environment())
+            cpu = math.inf
             try:
                 assert process.stdout is not None
                 if process.stdout.readline().strip() != "READY" or time.time() > firsts[0] - 0.1:
@@ -173,9 +177,12 @@ def floor_run(jobs: int, *, slots: int = 1) -> FireRun:
             finally:
                 stop_process(process, grace=5)
                 if process.stdout is not None:
+                    for line in process.stdout.read().splitlines():
+                        if line.startswith("CPU "):
+                            cpu = float(line.split()[1])
                     process.stdout.close()
             names = {f"floor{index:05d}@{_stamp(slot)}" for slot in firsts for index in range(jobs)}
-            return _collect(sim, names)
+            return dataclasses.replace(_collect(sim, names), cpu=cpu)
     raise RuntimeError(f"the floor with {jobs} jobs never became ready before its slot")
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from bench.databases import sqlite_epoch, sqlite_rows
 from bench.firelag import LATENCY, TooLate, _collect, _startup_guess, _wait_for_posts
 from bench.idle import far_cron
 from bench.plan import Lags, job_names, jobs_toml, next_slot_every, slot_suffix, two_slots
@@ -19,6 +21,7 @@ POLL_INTERVAL, POLL_GROWTH, POLL_CEILING = 10.0, 1.5, 60.0  # the defaults of [d
 IN_FLIGHT = 1000
 PROBES = 100
 PROBE_GAP = 26  # seconds from the 1,000 fires to the 100 probes: inside the second wave of reads (at ~25 s)
+FOREVER = 3600.0  # the simulator's default run duration: results stay in flight while we measure
 
 
 def poll_times(horizon: float, *, latency: float = LATENCY) -> list[float]:
@@ -112,25 +115,31 @@ class ProbeResult:
     lags: Lags
     reads_meanwhile: int  # result reads that reached the simulator while the probes were being submitted
     errors: int  # ERROR lines in the daemon's log
+    verdicts_meanwhile: int = 0  # verdicts of the 1,000 recorded (finished_at) while the probes were submitted
+    verdicts: int = 0  # verdicts of the 1,000 recorded in all (none while their results run for an hour)
+    verdict_wave: tuple[float, float] | None = None  # first and last finished_at, seconds after the 1,000 fired
+    window: tuple[float, float] = (0.0, 0.0)  # from the probes' slot to their last POST, seconds after the 1,000
 
 
-def probe_run(*, busy: bool) -> ProbeResult:
-    """100 jobs due at once, ``PROBE_GAP`` s after 1,000 others fired (``busy``) or with those 1,000 far away."""
+def probe_run(*, busy: bool, run_duration: float = FOREVER, gap: int = PROBE_GAP) -> ProbeResult:
+    """100 jobs due at once, ``gap`` s after 1,000 others fired (``busy``) or with those 1,000 far away.
+
+    The 1,000 results run for ``run_duration`` s: an hour keeps them in flight (their reads come in waves); 20 s
+    ends them at their second read, about 25 s after their answers, and the daemon records 1,000 verdicts then.
+    """
     margin = _startup_guess(IN_FLIGHT + PROBES)
     for _attempt in range(3):
         try:
-            return _probe(busy, margin)
+            return _probe(busy, margin, run_duration=run_duration, gap=gap)
         except TooLate:
             margin *= 2
     raise RuntimeError("the daemon never became ready in time for the probe")
 
 
-def _probe(busy: bool, margin: float) -> ProbeResult:
-    with SimServer(latency=LATENCY) as sim, scratch_folder("probe") as folder:
+def _probe(busy: bool, margin: float, *, run_duration: float, gap: int) -> ProbeResult:
+    with SimServer(latency=LATENCY, run_duration=run_duration) as sim, scratch_folder("probe") as folder:
         if busy:
-            first_every, first, probe_every, probe = two_slots(
-                time.time() + margin, PROBE_GAP, shortest=120, longest=240
-            )
+            first_every, first, probe_every, probe = two_slots(time.time() + margin, gap, shortest=120, longest=240)
             loaded = f'every = "{first_every}s"'
         else:
             probe_every, probe = next_slot_every(time.time() + margin, shortest=120, longest=240)
@@ -140,8 +149,8 @@ def _probe(busy: bool, margin: float) -> ProbeResult:
         jobs += [(name, f'every = "{probe_every}s"') for name in probes]
         config = folder / "jobs.toml"
         config.write_text(jobs_toml(jobs))
-        database = f"sqlite:///{folder / 'scheduler.db'}"
-        with daemons(folder, 1, simulator_url=sim.url, database_url=database, config=config) as [daemon]:
+        path = folder / "scheduler.db"
+        with daemons(folder, 1, simulator_url=sim.url, database_url=f"sqlite:///{path}", config=config) as [daemon]:
             ready = daemon.wait_for_log("next fire of", timeout=margin * 3 + 30)
             if ready > first - 0.1:
                 raise TooLate
@@ -150,5 +159,24 @@ def _probe(busy: bool, margin: float) -> ProbeResult:
             run = _collect(sim, {f"{name}{slot_suffix(probe)}" for name in probes})
             last = probe + run.summary.max
             reads = [at for at, _ in sim.gets() if probe <= at <= last]
+            finished = _verdicts(path, wait=busy and run_duration < FOREVER, timeout=probe + 90)
         errors = daemon.errors()
-    return ProbeResult(lags=run.summary, reads_meanwhile=len(reads), errors=errors)
+    return ProbeResult(
+        lags=run.summary,
+        reads_meanwhile=len(reads),
+        errors=errors,
+        verdicts_meanwhile=sum(1 for at in finished if probe <= at <= last),
+        verdicts=len(finished),
+        verdict_wave=(min(finished) - first, max(finished) - first) if finished else None,
+        window=(probe - first, last - first),
+    )
+
+
+def _verdicts(path: Path, *, wait: bool, timeout: float) -> list[float]:
+    """When each of the 1,000 (not the probes) got its verdict; with ``wait``, once all have (or at ``timeout``)."""
+    while True:
+        query = "SELECT finished_at FROM fires WHERE state = 'finished' AND job NOT LIKE 'probe%'"
+        finished = [sqlite_epoch(stamp) for (stamp,) in sqlite_rows(path, query)]
+        if not wait or len(finished) >= IN_FLIGHT or time.time() > timeout:
+            return finished
+        time.sleep(0.5)

@@ -42,6 +42,48 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
+@dataclass(frozen=True)
+class ChildUsage:
+    """What a command used from its start to its exit, as ``/usr/bin/time`` reports it."""
+
+    cpu: float  # user + system seconds
+    wall: float
+    peak_rss_mb: float  # ru_maxrss
+    returncode: int
+
+
+# Runs its arguments as a command and prints what that command used. A small process of its own must start the
+# command: Linux carries the peak RSS of the process that forks (or vforks) into the child's ru_maxrss across exec,
+# so a child of this bench process (hundreds of MB after a big config) would report the bench's peak, not its own.
+_MEASURE = """
+import resource, subprocess, sys, time
+began = time.monotonic()
+code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+wall = time.monotonic() - began
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss, code)
+"""
+
+
+def run_measured(command: list[str], *, timeout: float) -> ChildUsage:
+    """Run ``command`` (stdout discarded) to its end: its CPU, wall time and peak RSS, as ``/usr/bin/time`` does.
+
+    The figures are the command's alone (``getrusage(RUSAGE_CHILDREN)`` in a small launcher whose one child it is).
+    """
+    answer = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command],
+        capture_output=True,
+        text=True,
+        env=clean_environment(),
+        timeout=timeout,
+        check=True,
+    )
+    cpu, wall, peak_kb, code = answer.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{command[:4]} exited {code}: {answer.stderr[-2000:]}")
+    return ChildUsage(float(cpu), float(wall), int(peak_kb) / 1024, int(code))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
