@@ -32,6 +32,7 @@ SKIP_KEY_REJECTED = "api-key-rejected"
 
 IN_FLIGHT = "a submission of the job is still in flight"
 _HOLDS_FRESH_FOR = timedelta(seconds=1)
+CLAIMS_AT_ONCE = 100  # slots claimed per transaction in a burst: the first POSTs leave after ~10 ms, not ~100 ms
 
 StillRunning = Callable[[Sequence[Fire]], Awaitable[str | None]]
 
@@ -72,7 +73,7 @@ class Admission:
         self._holds: list[Hold] = []
         self._holds_at: datetime | None = None
         self._holds_lock = asyncio.Lock()
-        self._decide = Batched(self._decide_many, runtime.spawn)
+        self._decide = Batched(self._decide_many, runtime.spawn, most=CLAIMS_AT_ONCE)
         self.unrecorded: dict[str, list[datetime]] = {}  # slots whose claim failed (database down)
 
     async def admit(self, job: Job, slot: datetime, trigger: str) -> Admitted:

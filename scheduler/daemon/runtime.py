@@ -266,7 +266,8 @@ class Batched(Generic[A, R]):
     ``linger`` (seconds) holds each batch open a little longer for writes nobody waits on to the millisecond:
     verdicts of results that end in the same wave of reads arrive a few milliseconds apart, and without it most
     batches held one (1.6 on average, for 1,000 results). It is a batching window, not the daemon's time, so it
-    is the event loop's own sleep, not the injected clock's.
+    is the event loop's own sleep, not the injected clock's. ``most`` caps a batch: the first claims of a burst
+    are then written (and their POSTs sent) while the next ones are still being claimed.
     """
 
     def __init__(
@@ -275,10 +276,12 @@ class Batched(Generic[A, R]):
         spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
         *,
         linger: float = 0.0,
+        most: int | None = None,
     ) -> None:
         self._run_many = run_many
         self._spawn = spawn
         self._linger = linger
+        self._most = most
         self._waiting: list[tuple[A, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
 
@@ -292,7 +295,8 @@ class Batched(Generic[A, R]):
     async def _drain(self) -> None:
         while self._waiting:
             await asyncio.sleep(self._linger)  # let the callers of this turn of the loop (or window) join
-            batch, self._waiting = self._waiting, []
+            cut = len(self._waiting) if self._most is None else self._most
+            batch, self._waiting = self._waiting[:cut], self._waiting[cut:]
             try:
                 results = await asyncio.to_thread(self._run_many, [item for item, _ in batch])
             except Exception as error:

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scheduler.clock import VirtualClock
-from scheduler.daemon.admission import SKIP_BUDGET, SKIP_OVERLAP, SKIP_PAUSED, Admission, Admitted
+from scheduler.daemon.admission import (
+    CLAIMS_AT_ONCE,
+    SKIP_BUDGET,
+    SKIP_OVERLAP,
+    SKIP_PAUSED,
+    Admission,
+    Admitted,
+)
 from scheduler.daemon.following import Follower
 from scheduler.daemon.runtime import MANUAL, SCHEDULED
 from scheduler.daemon.submission import Submitter
@@ -151,3 +158,25 @@ def test_budget_counts_every_claim_of_one_batch(
     answers = asyncio.run(scenario())
     assert [answer.claimed for answer in answers].count(True) == 4
     assert {answer.fire.skip_reason for answer in answers if not answer.claimed and answer.fire} == {SKIP_BUDGET}
+
+
+def test_a_burst_larger_than_one_claim_transaction_keeps_the_budget_and_claims_each_slot_once(
+    tmp_path: Path, virtual_simulator: Simulator, virtual_clock: VirtualClock
+) -> None:
+    count = CLAIMS_AT_ONCE * 2 + 50  # three claim transactions
+    jobs = "".join(f'\n[jobs.j{n}]\nevery = "1h"\nagent = 12\nscenarios = [101]\n' for n in range(count)) + "\n"
+    header = f"\n[daemon]\nmax_runs_per_day = {CLAIMS_AT_ONCE + 30}\n"  # runs out in the second transaction
+
+    async def scenario() -> list[Admitted]:
+        async with daemon_parts(tmp_path, jobs, virtual_simulator, virtual_clock, header=header) as parts:
+            gate = admission(parts)
+            now = virtual_clock.now()
+            due = [gate.admit(parts.job(f"j{n}"), now, SCHEDULED) for n in range(count)]
+            again = [gate.admit(parts.job(f"j{n}"), now, SCHEDULED) for n in range(3)]  # the same slots, twice
+            return list(await asyncio.gather(*due, *again))
+
+    answers = asyncio.run(scenario())
+    claimed = [answer.fire.job for answer in answers if answer.claimed and answer.fire]
+    assert len(claimed) == len(set(claimed)) == CLAIMS_AT_ONCE + 30
+    skipped = {answer.fire.skip_reason for answer in answers[:count] if not answer.claimed and answer.fire}
+    assert skipped == {SKIP_BUDGET}
