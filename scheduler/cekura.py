@@ -47,22 +47,34 @@ class Submission:
 
 
 def build_submission(job: Job, name: str) -> Submission:
-    """The request body for a job, in the shape its endpoint wants (``agent`` vs ``agent_id`` and so on)."""
+    """The request body for a job, in the shape its endpoint wants (``agent`` vs ``agent_id``, scenario ids or
+    tables, tags, a folder, a spec); ``name`` is sent where the endpoint takes one."""
+    endpoint = ENDPOINTS[job.endpoint]
     body: dict[str, Any] = dict(job.body)
-    body["name"] = name
-    body["frequency"] = job.frequency
-    if job.endpoint in ("livekit_v2", "pipecat_v2"):
+    if "name" in endpoint.fields:
+        body["name"] = name
+    if endpoint.frequency is not None:
+        body["frequency"] = job.frequency
+    if job.spec is not None:
+        body["spec"] = job.spec
+    elif job.tags is not None:
+        body["tags"] = list(job.tags)
+    elif job.folder_path is not None:
+        body["folder_path"] = job.folder_path
+        body["project_id"] = job.project_id
+    elif endpoint.scenario_keys:
         body["scenarios"] = [
             {"scenario": ref.id}
-            | ({"publish_data_message": ref.publish_data_message} if ref.publish_data_message is not None else {})
+            | {key: getattr(ref, key) for key in endpoint.scenario_keys if getattr(ref, key) is not None}
             for ref in job.scenarios
         ]
-        if job.agent is not None:
-            body["agent"] = job.agent
     else:
         body["scenarios"] = [ref.id for ref in job.scenarios]
-        body["agent_id"] = job.agent
-    return Submission(endpoint=ENDPOINTS[job.endpoint], body=body)
+    if job.agent is not None and endpoint.agent_field is not None:
+        body[endpoint.agent_field] = job.agent
+    if job.assistant_id is not None:
+        body["assistant_id"] = job.assistant_id
+    return Submission(endpoint=endpoint.path, body=body)
 
 
 def _message(content: bytes, response: httpx.Response) -> str:

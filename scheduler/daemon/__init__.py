@@ -234,9 +234,9 @@ class Daemon:
             rt.spawn(self.missed.unrecorded())
         claimed = admitted.fire
         logger.info(
-            "firing %s (%d runs)",
+            "firing %s (%s runs)",
             claimed.submission_name,
-            job.runs_per_fire,
+            job.runs_per_fire if job.runs_per_fire is not None else "as Cekura selects",
             extra={"job": job.name, "slot": slot.isoformat()},
         )
         try:

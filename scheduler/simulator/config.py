@@ -55,6 +55,8 @@ class SimulatorConfig:
     failed_reasons: str = "dict"
     metric_form: str = "eval_type"
     sparse_search: bool = False
+    tags: dict[str, list[int]] = field(default_factory=dict)  # the scenarios carrying each tag
+    folders: dict[str, list[int]] = field(default_factory=dict)  # the scenarios in each folder path
 
     def __post_init__(self) -> None:
         if not (self.api_key is None or isinstance(self.api_key, str)):
@@ -78,6 +80,11 @@ class SimulatorConfig:
             raise ValueError(f"failed_reasons must be one of {list(FAILED_REASONS)}")
         if self.metric_form not in METRIC_FORMS:
             raise ValueError(f"metric_form must be one of {list(METRIC_FORMS)}")
+        for knob in (self.tags, self.folders):
+            if not isinstance(knob, dict) or not all(
+                isinstance(ids, list) and all(is_int(item) for item in ids) for ids in knob.values()
+            ):
+                raise ValueError("tags and folders map names to lists of scenario ids")
         if not isinstance(self.sparse_search, bool):
             raise ValueError("sparse_search must be true or false")
 

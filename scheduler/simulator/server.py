@@ -13,9 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
+from scheduler.endpoints import BY_PATH
 from scheduler.simulator.config import Json, SimulatorConfig
 from scheduler.simulator.results import Result, Results, Submission
-from scheduler.simulator.validation import V2_ENDPOINTS, VOICE_ENDPOINTS, check_submission
+from scheduler.simulator.validation import check_submission
 from scheduler.simulator.views import detail, hit, started
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class Simulator:
         endpoint = request.match_info["endpoint"]
         body = await _read_json(request)
         denied = await self._gate(request)
-        if endpoint not in V2_ENDPOINTS | VOICE_ENDPOINTS:
+        if endpoint not in BY_PATH:
             return denied if denied is not None else _not_found()
         data = body if isinstance(body, dict) else {}
         name = data.get("name") if isinstance(data.get("name"), str) else None
@@ -132,7 +133,7 @@ class Simulator:
         """Validate and create a result; None means the result exists but the answer must be dropped."""
         if not isinstance(body, dict):
             return _json({"detail": "JSON parse error - expected a JSON object."}, 400)
-        order = check_submission(endpoint, body)
+        order = check_submission(endpoint, body, self.config)
         if isinstance(order, dict):
             return _json(order, 400)
         if set(order.scenarios) & self.config.unknown_scenarios:
@@ -151,7 +152,8 @@ class Simulator:
         entry.result_id = result.id
         if dropping:
             return None
-        return _json(started(result), 200 if endpoint in V2_ENDPOINTS else 201)
+        # The email endpoint answers with the result itself (runs as an object), the others with "run started".
+        return _json(started(result, as_result=endpoint == "run_scenarios_email"), BY_PATH[endpoint].created)
 
     def _view(self, result: Result) -> Json:
         """Render a result as the detail endpoint does, logging its terminal state the first time it shows."""
