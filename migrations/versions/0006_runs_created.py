@@ -1,4 +1,5 @@
-"""fires.runs_created: how many runs Cekura's answer listed (tag, folder and spec jobs are counted only then)
+"""fires.runs_created: how many runs Cekura's answer listed (tag, folder and spec jobs are counted only then);
+an index on fires.result_id, by which a webhook finds its fire
 
 Revision ID: 0006
 Revises: 0005
@@ -19,8 +20,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("fires") as batch:
         batch.add_column(sa.Column("runs_created", sa.Integer(), nullable=True))
+    op.create_index("ix_fires_result_id", "fires", ["result_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_fires_result_id", table_name="fires")
     with op.batch_alter_table("fires") as batch:
         batch.drop_column("runs_created")

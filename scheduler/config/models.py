@@ -65,11 +65,14 @@ class DaemonConfig(_Strict):
     max_concurrent_submissions: int = Field(50, ge=1, le=1000)
     poll_interval: timedelta = timedelta(seconds=10)
     poll_max_interval: timedelta = timedelta(seconds=60)
+    webhook_poll_interval: timedelta = timedelta(minutes=5)  # while webhooks are configured: the fallback
     alerts: tuple[str, ...] = ()
     lease: timedelta = timedelta(seconds=30)
     max_runs_per_day: int | None = Field(None, ge=1)
 
-    _durations = field_validator("poll_interval", "poll_max_interval", "lease", mode="before")(read_duration)
+    _durations = field_validator("poll_interval", "poll_max_interval", "webhook_poll_interval", "lease", mode="before")(
+        read_duration
+    )
 
 
 class HistoryConfig(_Strict):

@@ -65,6 +65,7 @@ class FireRow(Base):
         Index("ix_fires_state", "state"),
         Index("ix_fires_job_id", "job", "id"),
         Index("ix_fires_state_lease", "state", "lease_until"),
+        Index("ix_fires_result_id", "result_id"),  # a webhook names its result
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
