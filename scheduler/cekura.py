@@ -35,6 +35,7 @@ from scheduler.results import Result, ResultPage, ResultSummary, Run
 logger = logging.getLogger(__name__)
 
 RESULTS = "/test_framework/v2/results/"
+CRON_JOBS = "/schedules/v1/cron-jobs/"
 MAX_ANSWER_BYTES = 10_000_000  # a larger answer is not read (a 50 MB one tripled the daemon's memory)
 
 
@@ -258,6 +259,16 @@ class CekuraClient:
         """One cheap authenticated read: raises CekuraAuthError for a refused key, CekuraUnavailableError when
         Cekura cannot be reached, and returns when Cekura answers and accepts the key."""
         await self._request("GET", RESULTS, params={"page": 1, "page_size": 1}, what="checking the API key")
+
+    async def cron_jobs(self, *, agent_id: int | None = None, project_id: int | None = None) -> list[Any]:
+        """Cekura's own scheduled jobs (``/schedules/v1/cron-jobs/``): a list, or a page's ``results``."""
+        params = {key: str(value) for key, value in (("agent_id", agent_id), ("project_id", project_id)) if value}
+        data = await self._request("GET", CRON_JOBS, params=params, what="listing Cekura's cron jobs")
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            data = data["results"]  # paginated, as Cekura's lists may be
+        if not isinstance(data, list):
+            raise CekuraResponseError("listing Cekura's cron jobs: the answer is not a list")
+        return data
 
     async def end_calls(self, result_id: int) -> None:
         """Stop the calls of a result (Cekura has no other way to cancel)."""
