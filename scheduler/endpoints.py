@@ -37,21 +37,6 @@ class Field:
     required: tuple[str, ...] = ()  # of an object array item
     email: bool = False
 
-    def describe(self) -> str:
-        """The type in a few words, for the README's table and for messages."""
-        words = {"integer": "int", "string": "str", "boolean": "bool", "object": "table", "any": "any JSON"}
-        if self.type == "array":
-            text = f"{words.get(self.items or 'any', 'table')}[]"
-        elif self.choices:
-            text = " / ".join(self.choices)
-        else:
-            text = words[self.type]
-        if self.minimum is not None and self.maximum is not None:
-            text += f" {self.minimum}..{self.maximum}"
-        elif self.minimum is not None:
-            text += f" >= {self.minimum}"
-        return text
-
 
 INT = Field("integer")
 INT_NULL = Field("integer", nullable=True)
@@ -307,15 +292,3 @@ def check_body(endpoint: Endpoint, body: Mapping[str, Any], *, strict: bool, req
             if key not in body:
                 errors.add((key,), "This field is required.")
     return errors
-
-
-def body_table() -> list[tuple[str, str, str]]:
-    """Each endpoint's jobs.toml name, path, and fields in words (required ones marked ``*``), for the README."""
-    rows = []
-    for endpoint in ENDPOINTS.values():
-        fields = ", ".join(
-            f"`{name}`{'*' if name in endpoint.required else ''} {spec.describe()}"
-            for name, spec in endpoint.fields.items()
-        )
-        rows.append((endpoint.key, endpoint.path, fields))
-    return rows

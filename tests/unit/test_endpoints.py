@@ -7,6 +7,7 @@ from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
+import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -14,7 +15,8 @@ from scheduler.cekura import build_submission
 from scheduler.config import Config, parse_config
 from scheduler.endpoints import ENDPOINTS, BodyErrors, check_value
 from scheduler.errors import ConfigError, ConfigIssue
-from tests.unit.test_simulator_schema import _formats, allow_null, operation
+from scheduler.simulator import Simulator
+from tests.unit.test_simulator_schema import _formats, allow_null, check, operation
 
 PATH = Path("/etc/cekura/jobs.toml")
 # Values each field is probed with: our check and the document's schema must agree on every one.
@@ -230,3 +232,28 @@ def test_tag_folder_and_spec_jobs_have_no_run_count_until_they_fire() -> None:
     config = parse(job("voice", JOBS["voice"]) + job("text", JOBS["text"]).replace("nightly", "inbound"))
     assert (config.jobs["nightly"].runs_per_fire, config.jobs["inbound"].runs_per_fire) == (None, None)
     assert parse(job("sip", JOBS["sip"])).jobs["nightly"].runs_per_fire == 1
+
+
+def test_the_readme_endpoint_table_names_every_endpoint_and_its_path() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for endpoint in ENDPOINTS.values():
+        assert f"| `{endpoint.key}` | `{endpoint.path}` |" in readme, endpoint.key
+
+
+@pytest.mark.parametrize("endpoint", sorted(JOBS))
+def test_the_simulator_answers_each_endpoints_body_as_the_document_says(
+    client: httpx.Client, sim: Simulator, endpoint: str
+) -> None:
+    sim.config.tags, sim.config.folders = {"smoke": [101, 102]}, {"Sales.Inbound": [201]}
+    submission = build_submission(parse(job(endpoint, JOBS[endpoint])).jobs["nightly"], "nightly@1")
+
+    answer = client.post(f"/test_framework/v1/scenarios/{submission.endpoint}/", json=submission.body)
+    refused = client.post(
+        f"/test_framework/v1/scenarios/{submission.endpoint}/", json={**submission.body, "frequency": "often"}
+    )
+
+    assert answer.status_code == ENDPOINTS[endpoint].created, answer.text
+    assert check(answer, submission.endpoint)["runs"]
+    if "frequency" in ENDPOINTS[endpoint].fields and "400" in operation(submission.endpoint)["responses"]:
+        assert refused.status_code == 400 and refused.json() == {"frequency": ["A valid integer is required."]}
+        check(refused, submission.endpoint)
