@@ -112,12 +112,11 @@ class Endpoint:
 
     key: str
     path: str
-    summary: str
+    summary: str  # what it reaches, in a few words
     fields: Mapping[str, Field]
     required: tuple[str, ...] = ("scenarios",)  # body fields the document requires
     agent_needed: bool = False  # ours: the voice family cannot tell the agent from the scenarios
     created: int = 200  # the status code of a submission's answer
-    notes: str = ""
 
     @property
     def agent_field(self) -> str | None:
@@ -153,17 +152,17 @@ ENDPOINTS: dict[str, Endpoint] = {
             **_V2,
             "agent": INT_NULL,
             "livekit_data": _overrides("agent_name", "url", config=ANY),
-        }, notes="`agent` may be left out when every scenario has one"),
+        }),
         Endpoint("pipecat_v2", "run_scenarios_pipecat_v2", "Pipecat Cloud, project credentials", {
             **_V2,
             "pipecat_data": _overrides("pipecat_agent_name", config=ANY, room_properties=ANY),
-        }, notes="takes no agent (it is in `pipecat_data`)"),
+        }),
         Endpoint("voice", "run_scenarios", "a phone call", _VOICE, (), agent_needed=True, created=201),
         Endpoint("text", "run_scenarios_text", "text, SMS or chat", {
             **_TEXT, "websocket_url": STR, "websocket_headers": OBJECT,
         }, (), agent_needed=True, created=201),
         Endpoint("sip", "run_scenarios_sip", "a direct SIP connection", {**_VOICE, "sip_endpoint": STR}, (),
-                 agent_needed=True, notes="`sip_endpoint` overrides the agent's stored SIP URI"),
+                 agent_needed=True),
         Endpoint("chirp", "run_scenarios_chirp", "a raw-PCM WebSocket", {**_VOICE, "websocket_url": STR}, (),
                  agent_needed=True),
         Endpoint("agora", "run_scenarios_agora", "an Agora RTC channel", _VOICE, (), agent_needed=True),
@@ -190,7 +189,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             "scenarios": INTS,
             "frequency": Field("integer", minimum=1, maximum=100),
             "agent_email": Field("string", nullable=True, email=True),
-        }, ("frequency", "scenarios"), notes="takes no `name`: a lost answer cannot be looked up"),
+        }, ("frequency", "scenarios")),
         Endpoint("json", "run_scenarios_json", "a test-suite spec instead of stored scenarios", {
             "spec": ANY,
             "file": STR,
@@ -199,7 +198,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             "channel": Field("string", choices=("voice", "text", "elevenlabs", "livekit_v2", "pipecat_v2")),
             "livekit_data": OBJECT,
             "pipecat_data": OBJECT,
-        }, (), notes="`spec` instead of scenarios; takes no frequency"),
+        }, ()),
     )
 }  # fmt: skip
 """Every run endpoint a job may name, by its jobs.toml name."""

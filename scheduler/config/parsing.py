@@ -210,7 +210,7 @@ def _check_values(raw: dict[str, Any], issues: Issues) -> None:
                 continue
             inner = (*where, key) if key else where
             if isinstance(value, dict | list):
-                json = sent_as_json or (key in ("body", "publish_data_message") and len(where) >= 2)
+                json = sent_as_json or (key in ("body", "publish_data_message", "spec") and len(where) >= 2)
                 # An array adds no key to the path, so its depth is counted with a placeholder key.
                 stack.append((value, inner if key else (*where, "[]"), json))
             elif isinstance(value, int) and not -INT64 - 1 <= value <= INT64:

@@ -257,3 +257,10 @@ def test_the_simulator_answers_each_endpoints_body_as_the_document_says(
     if "frequency" in ENDPOINTS[endpoint].fields and "400" in operation(submission.endpoint)["responses"]:
         assert refused.status_code == 400 and refused.json() == {"frequency": ["A valid integer is required."]}
         check(refused, submission.endpoint)
+
+
+def test_a_spec_is_sent_as_json_so_a_toml_date_in_it_is_an_error_at_its_line() -> None:
+    issues = issues_of(job("json", "agent = 12\n[jobs.nightly.spec]\nname = 'suite'\nwhen = 2026-01-01"))
+    assert [(issue.line, issue.message.split(":")[0]) for issue in issues] == [
+        (7, "dates and times cannot be sent as JSON")
+    ]
