@@ -4,7 +4,9 @@
 ``Authorization: Bearer <token>`` or as the session cookie the sign-in form sets (a value derived from the token,
 not the token itself). Without a token the server only listens on loopback, and it then also refuses requests
 whose ``Host`` is not a loopback name (a web page cannot reach it through DNS rebinding). POST actions from a
-browser must come from the server's own origin. Failed sign-ins (a wrong token in the form, a ``Bearer`` header
+browser must come from the server's own origin. Cekura's webhook (``POST /webhooks/cekura``, when
+``CEKURA_WEBHOOK_SECRET`` is set) is the exception: it carries no token and no origin, and proves itself with its
+``X-CEKURA-SECRET`` header instead. Failed sign-ins (a wrong token in the form, a ``Bearer`` header
 or the cookie) are limited per client address: after five in a minute, that address gets 429 for the rest of the
 minute, whatever it sends.
 
@@ -39,6 +41,7 @@ COOKIE = "cekura_scheduler_session"
 _REMEMBERED_ADDRESSES = 10_000  # a bound on the limiter's memory, whatever the number of addresses that try
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _OPEN_PATHS = frozenset({"/healthz", "/login"})
+WEBHOOK_PATH = "/webhooks/cekura"  # authenticated by its own secret (X-CEKURA-SECRET), not by the token
 
 
 class SignInLimit:
@@ -100,7 +103,13 @@ class Access:
     """Decides who may ask; ``clock`` times the sign-in limit."""
 
     def __init__(
-        self, *, token: SecretStr | None, host: str, trust_forwarded: bool, clock: Callable[[], datetime]
+        self,
+        *,
+        token: SecretStr | None,
+        host: str,
+        trust_forwarded: bool,
+        clock: Callable[[], datetime],
+        webhook_secret: SecretStr | None = None,
     ) -> None:
         secret = token.get_secret_value() if token is not None else ""
         if not secret and host not in _LOOPBACK:
@@ -111,6 +120,7 @@ class Access:
                 "HTTP server: it needs a token (SCHEDULER_HTTP_TOKEN)"
             )
         self.trust_forwarded = trust_forwarded
+        self.webhook_secret = webhook_secret.get_secret_value().encode() if webhook_secret is not None else None
         self.limit = SignInLimit(clock)
         self.token = secret.encode() or None
         # The status page's cookie holds a value derived from the token, not the token itself.
@@ -119,6 +129,9 @@ class Access:
     def refusal(self, request: web.Request) -> Refusal | None:
         """Why this request may not reach its handler (see the module's docstring); None when it may."""
         if request.path == "/healthz":
+            return None
+        if request.path == WEBHOOK_PATH and self.webhook_secret is not None:
+            # Cekura's servers know neither the token nor the page's origin; the handler checks the secret.
             return None
         if self.token is None and (urlsplit(f"//{request.host}").hostname or "") not in _LOOPBACK:
             return Refusal(403, "this server answers to localhost only (set SCHEDULER_HTTP_TOKEN to expose it)")
@@ -150,6 +163,11 @@ class Access:
             return False
         self.limit.succeeded(client)
         return True
+
+    def webhook_allowed(self, request: web.Request) -> bool:
+        """Whether a webhook carries the right ``X-CEKURA-SECRET`` (compared in constant time)."""
+        given = request.headers.get("X-CEKURA-SECRET", "").encode()
+        return self.webhook_secret is not None and hmac.compare_digest(given, self.webhook_secret)
 
     def authorized(self, request: web.Request) -> bool:
         """Whether the request shows the right token or session cookie (always, without a token)."""

@@ -35,6 +35,7 @@ from scheduler.results import Result, ResultPage, ResultSummary, Run
 logger = logging.getLogger(__name__)
 
 RESULTS = "/test_framework/v2/results/"
+CRON_JOBS = "/schedules/v1/cron-jobs/"
 MAX_ANSWER_BYTES = 10_000_000  # a larger answer is not read (a 50 MB one tripled the daemon's memory)
 
 
@@ -47,22 +48,34 @@ class Submission:
 
 
 def build_submission(job: Job, name: str) -> Submission:
-    """The request body for a job, in the shape its endpoint wants (``agent`` vs ``agent_id`` and so on)."""
+    """The request body for a job, in the shape its endpoint wants (``agent`` vs ``agent_id``, scenario ids or
+    tables, tags, a folder, a spec); ``name`` is sent where the endpoint takes one."""
+    endpoint = ENDPOINTS[job.endpoint]
     body: dict[str, Any] = dict(job.body)
-    body["name"] = name
-    body["frequency"] = job.frequency
-    if job.endpoint in ("livekit_v2", "pipecat_v2"):
+    if "name" in endpoint.fields:
+        body["name"] = name
+    if endpoint.frequency is not None:
+        body["frequency"] = job.frequency
+    if job.spec is not None:
+        body["spec"] = job.spec
+    elif job.tags is not None:
+        body["tags"] = list(job.tags)
+    elif job.folder_path is not None:
+        body["folder_path"] = job.folder_path
+        body["project_id"] = job.project_id
+    elif endpoint.scenario_keys:
         body["scenarios"] = [
             {"scenario": ref.id}
-            | ({"publish_data_message": ref.publish_data_message} if ref.publish_data_message is not None else {})
+            | {key: getattr(ref, key) for key in endpoint.scenario_keys if getattr(ref, key) is not None}
             for ref in job.scenarios
         ]
-        if job.agent is not None:
-            body["agent"] = job.agent
     else:
         body["scenarios"] = [ref.id for ref in job.scenarios]
-        body["agent_id"] = job.agent
-    return Submission(endpoint=ENDPOINTS[job.endpoint], body=body)
+    if job.agent is not None and endpoint.agent_field is not None:
+        body[endpoint.agent_field] = job.agent
+    if job.assistant_id is not None:
+        body["assistant_id"] = job.assistant_id
+    return Submission(endpoint=endpoint.path, body=body)
 
 
 def _message(content: bytes, response: httpx.Response) -> str:
@@ -246,6 +259,16 @@ class CekuraClient:
         """One cheap authenticated read: raises CekuraAuthError for a refused key, CekuraUnavailableError when
         Cekura cannot be reached, and returns when Cekura answers and accepts the key."""
         await self._request("GET", RESULTS, params={"page": 1, "page_size": 1}, what="checking the API key")
+
+    async def cron_jobs(self, *, agent_id: int | None = None, project_id: int | None = None) -> list[Any]:
+        """Cekura's own scheduled jobs (``/schedules/v1/cron-jobs/``): a list, or a page's ``results``."""
+        params = {key: str(value) for key, value in (("agent_id", agent_id), ("project_id", project_id)) if value}
+        data = await self._request("GET", CRON_JOBS, params=params, what="listing Cekura's cron jobs")
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            data = data["results"]  # paginated, as Cekura's lists may be
+        if not isinstance(data, list):
+            raise CekuraResponseError("listing Cekura's cron jobs: the answer is not a list")
+        return data
 
     async def end_calls(self, result_id: int) -> None:
         """Stop the calls of a result (Cekura has no other way to cancel)."""

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from scheduler.errors import SettingsError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_SECRETS = ("api_key", "http_token")
+_SECRETS = ("api_key", "http_token", "webhook_secret")
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
 _DATABASE_EXAMPLES = "e.g. sqlite:///scheduler.db or postgresql+psycopg://user:password@host/db"
 
@@ -78,12 +78,25 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SCHEDULER_HTTP_TOKEN", "http_token"),
         description="the token every endpoint but /healthz requires; needed to listen beyond loopback",
     )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("CEKURA_WEBHOOK_SECRET", "webhook_secret"),
+        description="the secret of the Cekura project's webhook: results are then pushed to "
+        "POST /webhooks/cekura and polling is only the fallback",
+    )
     # A reverse proxy is in front: its X-Forwarded-* headers say which host the client asked for.
     http_trust_forwarded: bool = Field(
         False,
         validation_alias=AliasChoices("SCHEDULER_HTTP_TRUST_FORWARDED", "http_trust_forwarded"),
         description="true behind a reverse proxy: believe its X-Forwarded-* headers",
     )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("empty: set the secret of the Cekura project's webhook, or leave the variable unset")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -48,6 +48,7 @@ def fire_as_dict(fire: Fire, *, runs: bool = False, redact: Callable[[str], str]
         "submission_name": fire.submission_name,
         "endpoint": fire.endpoint,
         "runs_requested": fire.runs_requested,
+        "runs_created": fire.runs_created,
         "result_id": fire.result_id,
         "result_status": fire.result_status,
         "success_rate": fire.success_rate,

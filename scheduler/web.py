@@ -18,13 +18,15 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from scheduler import __version__
-from scheduler.access import COOKIE, Access, Refusal
+from scheduler.access import COOKIE, WEBHOOK_PATH, Access, Refusal
 from scheduler.api import Api, Refused, error_response, json_response, next_fire
+from scheduler.cekura import MAX_ANSWER_BYTES
 from scheduler.daemon import Daemon
 from scheduler.errors import SchedulerError, StoreError, count_errors
+from scheduler.results import Result
 from scheduler.status_page import HISTORY, JobRow, Snapshot, render, render_sign_in
 from scheduler.store import Fire, Incident
 from scheduler.views import iso
@@ -51,7 +53,7 @@ class WebServer:
 
     ``trust_forwarded`` says a proxy is in front: its ``X-Forwarded-*`` headers are believed (see ``access``),
     and, as the server is then reached from beyond this machine, a token is required. ``clock`` (default: the
-    daemon's) times the sign-in limit.
+    daemon's) times the sign-in limit. With ``webhook_secret`` it takes Cekura's webhook at ``WEBHOOK_PATH``.
     """
 
     def __init__(
@@ -64,9 +66,14 @@ class WebServer:
         refresh: int = 10,
         trust_forwarded: bool = False,
         clock: Callable[[], datetime] | None = None,
+        webhook_secret: SecretStr | None = None,
     ) -> None:
         self.access = Access(
-            token=token, host=host, trust_forwarded=trust_forwarded, clock=clock or (lambda: daemon.clock.now())
+            token=token,
+            host=host,
+            trust_forwarded=trust_forwarded,
+            clock=clock or (lambda: daemon.clock.now()),
+            webhook_secret=webhook_secret,
         )
         self.daemon = daemon
         self.host = host
@@ -75,7 +82,8 @@ class WebServer:
         self.api = Api(daemon=daemon, access=self.access)
         self._probe: asyncio.Future[Any] | None = None  # the readiness query in flight, at most one
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(middlewares=[self._guard])
+        # A webhook carries a whole result (its runs, their metrics): Cekura's answers are read up to this size too.
+        self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_ANSWER_BYTES)
         self.app.add_routes(
             [
                 web.get("/", self.status_page),
@@ -84,6 +92,7 @@ class WebServer:
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
                 *self.api.routes(),
+                *([web.post(WEBHOOK_PATH, self.webhook)] if webhook_secret is not None else []),
             ]
         )
 
@@ -224,6 +233,31 @@ class WebServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.daemon.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- results pushed by Cekura -----------------------------------------------------------------------
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        """Cekura's ``result.completed`` webhook: the secret first (401 and a log line when wrong or missing,
+        before the body is read), then the result, whose verdict is recorded at once (``Daemon.pushed``)."""
+        if not self.access.webhook_allowed(request):
+            how = "a wrong" if "X-CEKURA-SECRET" in request.headers else "no"
+            logger.warning("webhook from %s refused: %s X-CEKURA-SECRET header", self.access.client(request), how)
+            return error_response(401, "a valid X-CEKURA-SECRET header is required")
+        try:
+            payload = await request.json()
+        except ValueError:
+            return error_response(400, "the body is not JSON")
+        event = payload.get("event_type") if isinstance(payload, dict) else None
+        if event != "result.completed":
+            logger.debug("webhook event %r ignored", event)
+            return json_response({"received": "ignored", "event_type": event if isinstance(event, str) else None})
+        try:
+            result = Result.model_validate(payload.get("data"))
+        except ValidationError:
+            logger.warning("webhook refused: its data is not a result with an id and a status")
+            return error_response(400, "data must be a result, with at least an id and a status")
+        received = await self.daemon.pushed.receive(result)
+        return json_response({"received": received, "result_id": result.id})
 
     # -- the status page --------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The command line: ``cekura-scheduler run | validate | jobs | trigger | history | check | demo | simulator | db |
-alerts | silence | pause | resume``; ``main`` is the console script and ``python -m scheduler``.
+alerts | silence | pause | resume | import``; ``main`` is the console script and ``python -m scheduler``.
 
 Each group of commands lives in its own module, imported only when one of its commands runs: ``check``, Docker's
 HEALTHCHECK every 30 s, loads the settings and the standard library, not the daemon. Logging is configured by the
@@ -30,6 +30,7 @@ _LAZY = {
     "silence": "holding",
     "pause": "holding",
     "resume": "holding",
+    "import": "importing:import_jobs",
 }
 
 _EXIT_CODES = [
@@ -52,7 +53,8 @@ class _Commands(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _LAZY:
-            command: click.Command = getattr(importlib.import_module(f"scheduler.cli.{_LAZY[cmd_name]}"), cmd_name)
+            module, _, name = _LAZY[cmd_name].partition(":")  # "module:function" where the name is Python's own
+            command: click.Command = getattr(importlib.import_module(f"scheduler.cli.{module}"), name or cmd_name)
             return command
         return super().get_command(ctx, cmd_name)
 

@@ -107,10 +107,19 @@ async def connected_daemon(
     from scheduler.transport import http_client
 
     # Hidden from every log line from now on (the daemon adds the API key and the config's own secrets).
-    redaction.register([settings.http_token.get_secret_value()] if settings.http_token else [])
+    redaction.register(
+        [secret.get_secret_value() for secret in (settings.http_token, settings.webhook_secret) if secret]
+    )
     async with http_client(max_connections=config.daemon.max_concurrent_submissions + READS_IN_FLIGHT) as http:
         cekura = CekuraClient(http=http, base_url=settings.base_url, api_key=api_key)
-        yield Daemon(config=config, store=store, cekura=cekura, alerts=AppriseSender(), config_source=source)
+        yield Daemon(
+            config=config,
+            store=store,
+            cekura=cekura,
+            alerts=AppriseSender(),
+            config_source=source,
+            webhooks=settings.webhook_secret is not None,
+        )
 
 
 async def run_until_signalled(daemon: Daemon, *, duration: float | None = None) -> None:

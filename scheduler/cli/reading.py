@@ -59,11 +59,23 @@ def _job_summary(job: Job, timing: _Timing) -> dict[str, Any]:
         "timezone": str(job.timezone),
         "endpoint": job.endpoint,
         "agent": job.agent,
-        "runs_per_fire": job.runs_per_fire,
-        "runs_per_day": round(month * job.runs_per_fire / 30, 1),
-        "runs_per_month": month * job.runs_per_fire,
+        "selection": _selection(job),
+        "runs_per_fire": job.runs_per_fire,  # None: only known at fire time (tags, folder, spec)
+        "runs_per_day": round(month * job.runs_per_fire / 30, 1) if job.runs_per_fire is not None else None,
+        "runs_per_month": month * job.runs_per_fire if job.runs_per_fire is not None else None,
         "next": [{"local": slot.astimezone(job.timezone).isoformat(), "utc": iso(slot)} for slot in upcoming],
     }
+
+
+def _selection(job: Job) -> str:
+    """Which scenarios a fire of the job runs, in words."""
+    if job.tags is not None:
+        return f"scenarios tagged {', '.join(job.tags)}"
+    if job.folder_path is not None:
+        return f"scenarios in folder {job.folder_path} of project {job.project_id}"
+    if job.spec is not None:
+        return "a test-suite spec"
+    return f"{len(job.scenarios)} scenarios"
 
 
 @click.command()
@@ -94,8 +106,9 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
         raise click.exceptions.Exit(1) from None
     timing = _timings(datetime.now(UTC), count)
     summaries = [_job_summary(job, timing(job.schedule)) for job in config.jobs.values()]
-    per_day = round(sum(item["runs_per_day"] for item in summaries), 1)
-    per_month = sum(item["runs_per_month"] for item in summaries)
+    per_day = round(sum(item["runs_per_day"] or 0 for item in summaries), 1)
+    per_month = sum(item["runs_per_month"] or 0 for item in summaries)
+    unknown = sum(1 for item in summaries if item["runs_per_fire"] is None and item["enabled"])
     if fmt == "json":
         click.echo(
             json.dumps(
@@ -106,6 +119,7 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
                     "jobs": summaries,
                     "runs_per_day": per_day,
                     "runs_per_month": per_month,
+                    "jobs_counted_at_fire_time": unknown,
                 },
                 indent=2,
             )
@@ -116,10 +130,16 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
         state = "" if item["enabled"] else " (disabled: never fires)"
         lines.append(f"{item['name']}{state}: {item['schedule']}")
         agent = f", agent {item['agent']}" if item["agent"] is not None else ""
-        lines.append(
-            f"  {item['endpoint']}{agent}; {item['runs_per_fire']} runs per fire, "
-            f"~{item['runs_per_day']:g} runs/day, {item['runs_per_month']} runs/month"
-        )
+        if item["runs_per_fire"] is None:
+            lines.append(
+                f"  {item['endpoint']}{agent}; {item['selection']}: how many runs a fire creates is only known at "
+                "fire time (history shows it for each fire)"
+            )
+        else:
+            lines.append(
+                f"  {item['endpoint']}{agent}; {item['runs_per_fire']} runs per fire, "
+                f"~{item['runs_per_day']:g} runs/day, {item['runs_per_month']} runs/month"
+            )
         job = config.jobs[item["name"]]
         for slot in timing(job.schedule).upcoming if job.enabled else []:
             lines.append(f"  next: {slot.astimezone(job.timezone):%a %Y-%m-%d %H:%M %Z}  ({slot:%Y-%m-%d %H:%M} UTC)")
@@ -128,6 +148,7 @@ def validate(path: Path | None, count: int, fmt: str) -> None:
     click.echo(
         f"{config.path}: valid; {len(config.jobs)} jobs, {len(config.channels)} alert channels; "
         f"~{per_day:g} Cekura runs per day, {per_month} per month (next 30 days)"
+        + (f", besides {unknown} jobs whose runs are counted at fire time" if unknown else "")
     )
 
 
@@ -239,7 +260,7 @@ def _hold_words(word: str, hold: Hold, now: datetime) -> str:
 @click.option("--limit", default=20, show_default=True, help="How many fires to show.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def history(job: str | None, limit: int, fmt: str) -> None:
-    """Show recent fires (of JOB, or of every job): slot, outcome and Cekura result id."""
+    """Show recent fires (of JOB, or of every job): slot, outcome, Cekura result id and the runs it created."""
     settings = common.read_settings()
     fires = common.open_store(settings).recent_fires(job=job, limit=limit)
     if fmt == "json":
@@ -248,7 +269,7 @@ def history(job: str | None, limit: int, fmt: str) -> None:
         click.echo("no fires recorded yet")
     else:
         common.print_table(
-            ["id", "job", "slot", "outcome", "result", "error"],
+            ["id", "job", "slot", "outcome", "result", "runs", "error"],
             [
                 [
                     str(fire.id),
@@ -256,6 +277,7 @@ def history(job: str | None, limit: int, fmt: str) -> None:
                     common.when(fire.slot),
                     outcome_word(fire),
                     str(fire.result_id) if fire.result_id is not None else "-",
+                    str(fire.runs_created) if fire.runs_created is not None else "-",
                     fire.error or "",
                 ]
                 for fire in fires

@@ -53,6 +53,7 @@ def run() -> None:
         "port": port,
         "token": settings.http_token,
         "trust_forwarded": settings.http_trust_forwarded,
+        "webhook_secret": settings.webhook_secret,
     }
 
     async def main_loop() -> None:
@@ -122,6 +123,10 @@ def db_upgrade() -> None:
 @click.option("--error-429-rate", default=0.0, show_default=True)
 @click.option("--drop-rate", default=0.0, show_default=True, help="Submissions created but left unanswered.")
 @click.option("--fail", "failing", multiple=True, type=int, help="A scenario id whose runs fail (repeatable).")
+@click.option("--webhook-url", default=None, help="Send Cekura's result.completed webhook here as results end.")
+@click.option(
+    "--webhook-secret", default="sim-webhook-secret", show_default=True, help="The X-CEKURA-SECRET it carries."
+)
 def simulator(
     host: str,
     port: int,
@@ -132,6 +137,8 @@ def simulator(
     error_429_rate: float,
     drop_rate: float,
     failing: tuple[int, ...],
+    webhook_url: str | None,
+    webhook_secret: str,
 ) -> None:
     """Run a local Cekura-compatible API for trying the scheduler without credentials."""
     from scheduler.simulator import SimulatorConfig, serve
@@ -145,6 +152,8 @@ def simulator(
         error_429_rate=error_429_rate,
         drop_rate=drop_rate,
         behaviours={scenario: ["fail"] for scenario in failing},
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
     )
 
     async def serve_until_signalled() -> None:

@@ -27,7 +27,6 @@ from scheduler.config.bounds import (
 )
 from scheduler.config.diff import SCHEDULE_KEYS, ConfigDiff, diff_configs
 from scheduler.config.models import (
-    ENDPOINTS,
     RESERVED_BODY_KEYS,
     AlertChannel,
     CatchUp,
@@ -44,6 +43,7 @@ from scheduler.config.models import (
 )
 from scheduler.config.parsing import digest, load_config, parse_config
 from scheduler.config.source import ConfigSource
+from scheduler.endpoints import ENDPOINTS
 
 __all__ = [
     "CUSTOM_SCHEMES",

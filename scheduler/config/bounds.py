@@ -19,6 +19,7 @@ DURATION_BOUNDS: dict[str, tuple[timedelta, timedelta]] = {
     "remind_every": (_MINUTE, 30 * _DAY),
     "poll_interval": (_SECOND, _HOUR),
     "poll_max_interval": (_SECOND, _HOUR),
+    "webhook_poll_interval": (_SECOND, _HOUR),
     "lease": (_SECOND, _HOUR),
     "retention": (_DAY, LONGEST),
     "duration": (_MINUTE, 31 * _DAY),  # of a recurring maintenance window

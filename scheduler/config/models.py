@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
@@ -12,18 +13,31 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from scheduler.config.bounds import MAX_URL_LENGTH, check_cron, out_of_order, plausible, read_duration, read_zone
+from scheduler.endpoints import ENDPOINTS
 from scheduler.schedules import Schedule
 
-ENDPOINTS: dict[str, str] = {
-    "livekit_v2": "run_scenarios_livekit_v2",
-    "pipecat_v2": "run_scenarios_pipecat_v2",
-    "voice": "run_scenarios",
-    "text": "run_scenarios_text",
-}
-"""The endpoint names jobs.toml accepts, and the Cekura path segment each one posts to."""
-
 # Body fields the scheduler writes itself; a job sets them with its own keys, not under [jobs.<name>.body].
-RESERVED_BODY_KEYS = {"scenarios", "agent", "agent_id", "name", "frequency"}
+RESERVED_BODY_KEYS = {
+    "scenarios",
+    "agent",
+    "agent_id",
+    "name",
+    "frequency",
+    "tags",
+    "folder_path",
+    "assistant_id",
+    "spec",
+}
+SELECTIONS = ("scenarios", "tags", "folder_path", "spec")
+"""The job keys that say which scenarios a fire runs; a job sets exactly one of them."""
+
+
+def _known_endpoint(value: object) -> object:
+    if isinstance(value, str) and value not in ENDPOINTS:
+        close = difflib.get_close_matches(value, list(ENDPOINTS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown endpoint {value!r}{hint}; one of {', '.join(ENDPOINTS)}")
+    return value
 
 
 CatchUp = Literal["skip", "latest", "all"]
@@ -37,10 +51,12 @@ class _Strict(BaseModel):
 
 
 class ScenarioRef(_Strict):
-    """One scenario of a job, with the optional data message LiveKit and Pipecat agents receive."""
+    """One scenario of a job, with the optional data message LiveKit and Pipecat agents receive, or its own
+    WebSocket URL (the websockets endpoint)."""
 
     id: int = Field(gt=0)
     publish_data_message: Any = None
+    websocket_url: str | None = None
 
 
 class DaemonConfig(_Strict):
@@ -49,11 +65,14 @@ class DaemonConfig(_Strict):
     max_concurrent_submissions: int = Field(50, ge=1, le=1000)
     poll_interval: timedelta = timedelta(seconds=10)
     poll_max_interval: timedelta = timedelta(seconds=60)
+    webhook_poll_interval: timedelta = timedelta(minutes=5)  # while webhooks are configured: the fallback
     alerts: tuple[str, ...] = ()
     lease: timedelta = timedelta(seconds=30)
     max_runs_per_day: int | None = Field(None, ge=1)
 
-    _durations = field_validator("poll_interval", "poll_max_interval", "lease", mode="before")(read_duration)
+    _durations = field_validator("poll_interval", "poll_max_interval", "webhook_poll_interval", "lease", mode="before")(
+        read_duration
+    )
 
 
 class HistoryConfig(_Strict):
@@ -68,11 +87,11 @@ class JobDefaults(_Strict):
     """The ``[defaults]`` table: values every job inherits unless it sets its own."""
 
     timezone: ZoneInfo | None = None
-    endpoint: Literal["livekit_v2", "pipecat_v2", "voice", "text"] | None = None
+    endpoint: str | None = None
     alerts: tuple[str, ...] | None = None
     result_timeout: timedelta | None = None
     agent: int | None = Field(None, gt=0)
-    frequency: int | None = Field(None, ge=1, le=100)
+    frequency: int | None = Field(None, ge=1)  # its endpoint's own ceiling is checked in each job
     enabled: bool | None = None
     catch_up: CatchUp | None = None
     catch_up_window: timedelta | None = None
@@ -89,6 +108,7 @@ class JobDefaults(_Strict):
         read_duration
     )
     _zones = field_validator("timezone", mode="before")(read_zone)
+    _endpoints = field_validator("endpoint", mode="before")(_known_endpoint)
 
 
 class Job(_Strict):
@@ -98,10 +118,14 @@ class Job(_Strict):
     cron: str | None = None
     every: timedelta | None = None
     timezone: ZoneInfo = ZoneInfo("UTC")
-    endpoint: Literal["livekit_v2", "pipecat_v2", "voice", "text"] = "livekit_v2"
+    endpoint: str = "livekit_v2"
     agent: int | None = Field(None, gt=0)
-    scenarios: tuple[ScenarioRef, ...] = Field(min_length=1)
-    frequency: int = Field(1, ge=1, le=100)
+    assistant_id: str | None = Field(None, min_length=1)
+    scenarios: tuple[ScenarioRef, ...] = ()  # exactly one of scenarios, tags, folder_path, spec (parsing checks)
+    tags: tuple[str, ...] | None = Field(None, min_length=1)
+    folder_path: str | None = Field(None, min_length=1)
+    spec: dict[str, Any] | None = None
+    frequency: int = Field(1, ge=1)  # its endpoint's own ceiling is checked when the file is parsed
     enabled: bool = True
     alerts: tuple[str, ...] = ()
     result_timeout: timedelta = timedelta(hours=1)
@@ -123,6 +147,7 @@ class Job(_Strict):
     _zones = field_validator("timezone", mode="before")(read_zone)
 
     _crons = field_validator("cron")(check_cron)
+    _endpoints = field_validator("endpoint", mode="before")(_known_endpoint)
 
     @field_validator("scenarios", mode="before")
     @classmethod
@@ -148,7 +173,7 @@ class Job(_Strict):
         if reserved:
             raise ValueError(
                 f"{', '.join(reserved)} cannot be set under body: use the job's own keys "
-                "(scenarios, agent, frequency); the scheduler sets name itself"
+                "(scenarios, tags, folder_path, spec, agent, assistant_id, frequency); the scheduler sets name itself"
             )
         return value
 
@@ -161,9 +186,10 @@ class Job(_Strict):
         return Schedule.from_interval(self.every, self.timezone)
 
     @property
-    def runs_per_fire(self) -> int:
-        """How many Cekura runs (paid calls) one fire of this job creates."""
-        return len(self.scenarios) * self.frequency
+    def runs_per_fire(self) -> int | None:
+        """How many Cekura runs (paid calls) one fire of this job creates; None when only Cekura knows, at fire
+        time (scenarios chosen by tag or folder, or a test-suite spec)."""
+        return len(self.scenarios) * self.frequency if self.scenarios else None
 
 
 class AlertChannel(_Strict):

@@ -24,6 +24,7 @@ import tomli
 from pydantic import BaseModel, ValidationError
 
 from scheduler.config.alert_urls import alert_url_secrets, apprise_problem
+from scheduler.config.bodies import check_request
 from scheduler.config.bounds import INT64, MAX_DEPTH, MAX_FILE_BYTES, MIN_SECRET_LENGTH, out_of_order
 from scheduler.config.issues import VARIABLE, Issues, position, too_deep
 from scheduler.config.models import (
@@ -35,6 +36,7 @@ from scheduler.config.models import (
     JobDefaults,
     Maintenance,
 )
+from scheduler.endpoints import ENDPOINTS
 from scheduler.errors import ConfigError, ConfigIssue
 
 logger = logging.getLogger(__name__)
@@ -208,7 +210,7 @@ def _check_values(raw: dict[str, Any], issues: Issues) -> None:
                 continue
             inner = (*where, key) if key else where
             if isinstance(value, dict | list):
-                json = sent_as_json or (key in ("body", "publish_data_message") and len(where) >= 2)
+                json = sent_as_json or (key in ("body", "publish_data_message", "spec") and len(where) >= 2)
                 # An array adds no key to the path, so its depth is counted with a placeholder key.
                 stack.append((value, inner if key else (*where, "[]"), json))
             elif isinstance(value, int) and not -INT64 - 1 <= value <= INT64:
@@ -327,20 +329,19 @@ def _build_job(name: str, raw: Any, defaults: JobDefaults, issues: Issues) -> Jo
         )
         ok = False
     inherited = {key: value for key, value in defaults.model_dump(exclude_none=True).items() if key not in raw}
-    endpoint = raw.get("endpoint", inherited.get("endpoint", "livekit_v2"))
-    if endpoint == "pipecat_v2":
-        inherited.pop("agent", None)  # a Pipecat agent is named in pipecat_data; a default agent does not apply
+    endpoint_name = raw.get("endpoint", inherited.get("endpoint", "livekit_v2"))
+    endpoint = ENDPOINTS.get(endpoint_name) if isinstance(endpoint_name, str) else None
+    if endpoint is not None and (endpoint.agent_field is None or "assistant_id" in raw):
+        inherited.pop("agent", None)  # e.g. a Pipecat agent is named in pipecat_data: a default agent does not apply
+    if endpoint is not None and endpoint.frequency is None:
+        inherited.pop("frequency", None)  # a test-suite spec says how often itself
     merged = {**inherited, **raw}
     # The rules across fields are checked on the raw table, so they are reported with the field errors.
     if ("cron" in merged) == ("every" in merged):
         issues.add(where, 'set exactly one of cron = "..." or every = "..."')
         ok = False
-    if endpoint == "pipecat_v2" and "agent" in merged:
-        issues.add((*where, "agent"), "the pipecat_v2 endpoint takes no agent (the agent is in pipecat_data)")
-        ok = False
-    if endpoint in ("voice", "text", "livekit_v2") and "agent" not in merged:
-        issues.add(where, f"the {endpoint} endpoint needs agent = <agent id>")
-        ok = False
+    if endpoint is not None:
+        ok = check_request(where, merged, endpoint, issues) and ok
     try:
         job = Job.model_validate({**merged, "name": name})
     except ValidationError as error:

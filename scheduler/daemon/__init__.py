@@ -7,6 +7,7 @@
 - ``admission``  whether a due slot may fire (key, maintenance, pause, budget, overlap), and its claim;
 - ``submission`` the POST, its retries, and a lost answer looked up by name, never sent twice blindly;
 - ``following``  polling each result to its verdict, the deadline, ending the calls of a timed-out result;
+- ``pushed``     results Cekura pushes (webhooks), recorded through the follower's own path;
 - ``missed``     slots missed while down or while the database was unreachable;
 - ``upkeep``     the sweep (takeover of expired leases), the heartbeat, pruning, the API key check;
 - ``reloading``  jobs.toml read again on SIGHUP or when it changes.
@@ -33,6 +34,7 @@ from scheduler.config import Config, ConfigSource, Job
 from scheduler.daemon.admission import Admission
 from scheduler.daemon.following import Follower
 from scheduler.daemon.missed import MissedSlots
+from scheduler.daemon.pushed import Pushed
 from scheduler.daemon.reloading import Reloader
 from scheduler.daemon.runtime import MANUAL, READS_IN_FLIGHT, SCHEDULED, Runtime
 from scheduler.daemon.submission import Submitter
@@ -69,6 +71,7 @@ class Daemon:
         metrics: Metrics | None = None,
         alert_backoff: timedelta = timedelta(seconds=5),
         key_check_every: float = KEY_CHECK_EVERY,
+        webhooks: bool = False,
     ) -> None:
         redaction.install()
         redaction.register([*config.secrets, *cekura.secrets()])
@@ -91,7 +94,8 @@ class Daemon:
         self.ticked_at: datetime | None = None  # the timer's last turn: /healthz judges liveness by it
         self.timetable = Timetable()
         self._wake = asyncio.Event()
-        self.follower = Follower(rt)
+        self.follower = Follower(rt, webhooks=webhooks)
+        self.pushed = Pushed(rt, follower=self.follower)
         self.admission = Admission(rt, still_running=self.follower.still_running)
         self.submitter = Submitter(rt)
         self.missed = MissedSlots(rt, admission=self.admission, fire=self.fire)
@@ -234,9 +238,9 @@ class Daemon:
             rt.spawn(self.missed.unrecorded())
         claimed = admitted.fire
         logger.info(
-            "firing %s (%d runs)",
+            "firing %s (%s runs)",
             claimed.submission_name,
-            job.runs_per_fire,
+            job.runs_per_fire if job.runs_per_fire is not None else "as Cekura selects",
             extra={"job": job.name, "slot": slot.isoformat()},
         )
         try:

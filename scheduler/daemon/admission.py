@@ -148,7 +148,7 @@ class Admission:
                 fired_at=rt.clock.now(),
                 submission_name=name,
                 endpoint=build_submission(job, name).endpoint,
-                runs_requested=job.runs_per_fire,
+                runs_requested=job.runs_per_fire or 0,
                 reason=reason,
                 detail=detail,
             )
@@ -222,7 +222,7 @@ class Admission:
                     "fired_at": now,
                     "submission_name": name,
                     "endpoint": endpoint,
-                    "runs_requested": job.runs_per_fire,
+                    "runs_requested": job.runs_per_fire or 0,
                     "owner": rt.owner,
                     "lease_until": now + rt.lease,
                 }
@@ -237,8 +237,11 @@ class Admission:
 
         ``tally`` holds the runs counted so far for each limit (the job's name, or None for all jobs), read from
         the database on first use and grown by each fire admitted in the same batch, so that a thousand fires
-        claimed together cannot all slip under the limit that the first of them saw.
+        claimed together cannot all slip under the limit that the first of them saw. A job whose run count only
+        Cekura knows (tags, a folder, a spec) is counted as one run here, and with the runs it created once the
+        answer is recorded.
         """
+        needed = job.runs_per_fire if job.runs_per_fire is not None else 1
         limits = [
             (job.max_runs_per_day, job.name, f"job {job.name}"),
             (self._rt.config.daemon.max_runs_per_day, None, "all jobs ([daemon])"),
@@ -249,12 +252,12 @@ class Admission:
             if subject not in tally:
                 tally[subject] = self._rt.store.runs_submitted_since(day_start(now), job=subject)
             used = tally[subject]
-            if used + job.runs_per_fire > limit:
+            if used + needed > limit:
                 return (
                     f"max_runs_per_day of {label} is {limit}: {used} Cekura runs since 00:00 UTC, and this fire "
-                    f"would add {job.runs_per_fire}"
+                    f"would add {job.runs_per_fire if job.runs_per_fire is not None else 'at least 1'}"
                 )
         for limit, subject, _ in limits:
             if limit is not None:
-                tally[subject] += job.runs_per_fire
+                tally[subject] += needed
         return None

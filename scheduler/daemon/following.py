@@ -33,8 +33,10 @@ STATUSES_LINGER = 0.5  # the last status seen of a result still running: only `h
 class Follower:
     """Follows results to their verdict, one task per result."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, webhooks: bool = False) -> None:
         self._rt = runtime
+        # Cekura pushes each result as it ends (``pushed``): polling is then only the fallback, and slow.
+        self.webhooks = webhooks
         # Verdicts and statuses arriving together are written together: 1,000 results ending in the same wave
         # of reads cost a few transactions, not 1,000 (each a commit the fires due meanwhile would wait behind).
         self._outcomes = Batched(runtime.record_outcomes, runtime.spawn, linger=OUTCOMES_LINGER)
@@ -70,6 +72,8 @@ class Follower:
         rt = self._rt
         interval = rt.config.daemon.poll_interval.total_seconds()
         ceiling = rt.config.daemon.poll_max_interval.total_seconds()
+        if self.webhooks:
+            interval = ceiling = rt.config.daemon.webhook_poll_interval.total_seconds()
         deadline = fire.poll_deadline or (fire.submitted_at or fire.fired_at) + rt.result_timeout(fire.job)
         extra = {"job": fire.job, "slot": fire.slot.isoformat(), "result_id": fire.result_id}
         last_status = fire.result_status

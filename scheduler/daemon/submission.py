@@ -16,6 +16,7 @@ from collections.abc import Callable
 from scheduler.cekura import Submission, build_submission
 from scheduler.config import Job
 from scheduler.daemon.runtime import Batched, Runtime
+from scheduler.endpoints import BY_PATH
 from scheduler.errors import (
     CekuraAmbiguousError,
     CekuraAuthError,
@@ -59,6 +60,12 @@ def run_records(result: Result) -> list[RunRecord]:
     return list(records.values())
 
 
+def named(fire: Fire) -> bool:
+    """Whether the fire's endpoint takes a ``name``, by which a lost answer is looked up (email, websockets do not)."""
+    endpoint = BY_PATH.get(fire.endpoint)
+    return endpoint is None or "name" in endpoint.fields
+
+
 class Submitter:
     """Submits claimed fires and records Cekura's answers (answers arriving together are written together)."""
 
@@ -94,6 +101,13 @@ class Submitter:
             except (CekuraAmbiguousError, CekuraResponseError) as error:
                 # Maybe created: find it by name before anything else. Never blindly sent again.
                 last = error
+                if not named(fire):
+                    unknowable = (
+                        f"{error.message}; {fire.endpoint} takes no name to look it up by, so it is not sent again"
+                    )
+                    return await self._record_error(
+                        job, fire, CekuraResponseError(unknowable, status_code=error.status_code)
+                    )
                 logger.warning("%s: %s; looking it up by name", fire.submission_name, error, extra=extra)
                 found = await self.find(fire)
                 if found is not None:
@@ -153,6 +167,7 @@ class Submitter:
                 "result_id": result.id,
                 "status": result.status,
                 "runs": runs,
+                "runs_created": len(result.runs) if isinstance(result, Result) else None,
                 "at": now,
                 "poll_deadline": deadline,
             }
@@ -218,6 +233,10 @@ class Submitter:
         job = rt.job(fire.job)
         rt.in_flight.submitting(fire.id)
         try:
+            if not named(fire):  # nothing to look it up by: sending it again could run it twice
+                why = f"the slot was claimed by a process that died, and {fire.endpoint} takes no name to look it up by"
+                await self._skip_lost(fire, f"{why}: not sent again, since it may have reached Cekura")
+                return
             try:
                 found = await self.find(fire)
             except SubmissionUnsettledError:
@@ -244,7 +263,11 @@ class Submitter:
 
     async def _skip_lost(self, fire: Fire, why: str) -> None:
         rt = self._rt
-        error = f"the slot was claimed but its submission never reached Cekura, and {why}"
+        error = (
+            why
+            if why.startswith("the slot")
+            else f"the slot was claimed but its submission never reached Cekura, and {why}"
+        )
         if not await rt.db(rt.store.skip_claimed, fire.id, reason=SKIP_LOST, at=rt.clock.now(), error=error):
             return
         logger.error("%s skipped (%s): %s", fire.submission_name, SKIP_LOST, error, extra={"job": fire.job})

@@ -1,10 +1,11 @@
 """A local server speaking the subset of the Cekura API the scheduler uses, for demos and tests.
 
 Every answer validates against the response schema of its operation in Cekura's OpenAPI document
-(`tests/unit/test_simulator_schema.py` holds it to that). It serves the run endpoints `run_scenarios_livekit_v2`,
-`run_scenarios_pipecat_v2`, `run_scenarios` and `run_scenarios_text` under `/test_framework/v1/scenarios/`, and
-the results endpoints (list and search, detail, `end_calls`) under both `/test_framework/v1/results/` and
-`/test_framework/v2/results/`.
+(`tests/unit/test_simulator_schema.py` holds it to that). It serves every run endpoint of
+``scheduler.endpoints`` under `/test_framework/v1/scenarios/` (bodies checked as Cekura does, against the same
+descriptions `validate` uses; scenarios chosen by tag or folder come from the `tags` and `folders` knobs), the
+results endpoints (list and search, detail, `end_calls`) under both `/test_framework/v1/results/` and
+`/test_framework/v2/results/`, and Cekura's cron jobs (`/schedules/v1/cron-jobs/`, from the `cron_jobs` knob).
 
 What happens to a result is decided when it is submitted, from the config of that moment: each run draws the
 next outcome of its scenario's `behaviours` cycle, and the result walks through `phases` spread evenly over
@@ -43,7 +44,7 @@ from scheduler.simulator.config import (
 )
 from scheduler.simulator.results import Submission
 from scheduler.simulator.server import Clock, Simulator, running_simulator, serve
-from scheduler.simulator.validation import PIPECAT_AGENT, V2_ENDPOINTS, VOICE_ENDPOINTS
+from scheduler.simulator.validation import PIPECAT_AGENT
 
 __all__ = [
     "FAILED_REASONS",
@@ -52,8 +53,6 @@ __all__ = [
     "PHASES",
     "PIPECAT_AGENT",
     "TERMINAL",
-    "V2_ENDPOINTS",
-    "VOICE_ENDPOINTS",
     "Clock",
     "Json",
     "Simulator",

@@ -23,7 +23,16 @@ PHASES = ("pending", "in_queue", "scaling_up", "running", "in_progress", "evalua
 TERMINAL = ("completed", "failed", "timeout", "cancelled")
 FAILED_REASONS = ("dict", "list", "string", "null")
 METRIC_FORMS = ("eval_type", "score")
-_NUMBERS = ("latency", "run_duration", "error_500_rate", "error_429_rate", "drop_rate", "retry_after")
+_NUMBERS = (
+    "latency",
+    "run_duration",
+    "error_500_rate",
+    "error_429_rate",
+    "drop_rate",
+    "retry_after",
+    "webhook_drop_rate",
+    "webhook_copies",
+)
 
 
 def is_int(value: object) -> TypeGuard[int]:
@@ -55,6 +64,14 @@ class SimulatorConfig:
     failed_reasons: str = "dict"
     metric_form: str = "eval_type"
     sparse_search: bool = False
+    tags: dict[str, list[int]] = field(default_factory=dict)  # the scenarios carrying each tag
+    folders: dict[str, list[int]] = field(default_factory=dict)  # the scenarios in each folder path
+    # Cekura's result.completed webhook: POSTed to this URL as each result ends, with X-CEKURA-SECRET.
+    webhook_url: str | None = None
+    webhook_secret: str = "sim-webhook-secret"
+    webhook_copies: int = 1  # each webhook sent this many times (Cekura's retries can deliver one twice)
+    webhook_drop_rate: float = 0.0  # the share of webhooks never sent (lost)
+    cron_jobs: list[Json] = field(default_factory=list)  # what GET /schedules/v1/cron-jobs/ lists
 
     def __post_init__(self) -> None:
         if not (self.api_key is None or isinstance(self.api_key, str)):
@@ -78,6 +95,19 @@ class SimulatorConfig:
             raise ValueError(f"failed_reasons must be one of {list(FAILED_REASONS)}")
         if self.metric_form not in METRIC_FORMS:
             raise ValueError(f"metric_form must be one of {list(METRIC_FORMS)}")
+        if not (self.webhook_url is None or isinstance(self.webhook_url, str)) or not isinstance(
+            self.webhook_secret, str
+        ):
+            raise ValueError("webhook_url must be a string or null, webhook_secret a string")
+        if not is_int(self.webhook_copies):
+            raise ValueError("webhook_copies must be an integer")
+        if not isinstance(self.cron_jobs, list) or not all(isinstance(job, dict) for job in self.cron_jobs):
+            raise ValueError("cron_jobs must be a list of objects")
+        for knob in (self.tags, self.folders):
+            if not isinstance(knob, dict) or not all(
+                isinstance(ids, list) and all(is_int(item) for item in ids) for ids in knob.values()
+            ):
+                raise ValueError("tags and folders map names to lists of scenario ids")
         if not isinstance(self.sparse_search, bool):
             raise ValueError("sparse_search must be true or false")
 

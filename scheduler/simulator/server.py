@@ -11,17 +11,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from scheduler.simulator.config import Json, SimulatorConfig
+from scheduler.endpoints import BY_PATH
+from scheduler.simulator.config import TERMINAL, Json, SimulatorConfig
 from scheduler.simulator.results import Result, Results, Submission
-from scheduler.simulator.validation import V2_ENDPOINTS, VOICE_ENDPOINTS, check_submission
+from scheduler.simulator.validation import check_submission
 from scheduler.simulator.views import detail, hit, started
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _RESULTS = ("/test_framework/v1/results", "/test_framework/v2/results")
+WEBHOOK_EVERY = 0.05  # seconds between two looks for results that have ended, to push them
 
 
 def _utc_now() -> datetime:
@@ -56,6 +58,9 @@ class Simulator:
         self._rng = random.Random(self.config.seed)
         self._results = Results()
         self._runner: web.AppRunner | None = None
+        self._pusher: asyncio.Task[None] | None = None
+        self._pushed: set[int] = set()
+        self.webhooks: list[Json] = []  # each webhook sent: result id, copy, the status code it got (or the error)
         self.app = web.Application()
         self.app.router.add_post("/test_framework/v1/scenarios/{endpoint}/", self._submit)
         for results in _RESULTS:
@@ -64,7 +69,9 @@ class Simulator:
             self.app.router.add_post(rf"{results}/{{id:\d+}}/end_calls/", self._end_calls)
         self.app.router.add_route("*", "/test_framework/{tail:.*}", self._unknown)
         self.app.router.add_get("/_simulator/submissions", self._control_submissions)
+        self.app.router.add_get("/schedules/v1/cron-jobs/", self._cron_jobs)
         self.app.router.add_get("/_simulator/end_calls", self._control_end_calls)
+        self.app.router.add_get("/_simulator/webhooks", self._control_webhooks)
         self.app.router.add_post("/_simulator/config", self._control_config)
         self.app.router.add_get("/_simulator/health", self._control_health)
 
@@ -80,15 +87,54 @@ class Simulator:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._pusher = asyncio.ensure_future(self._push_ended())
         bound_host, bound_port = runner.addresses[0][:2]
         self.base_url = f"http://{bound_host}:{bound_port}"
         return self.base_url
 
     async def stop(self) -> None:
         """Stop listening and close open connections; a no-op when not started."""
+        if self._pusher is not None:
+            self._pusher.cancel()
+            await asyncio.gather(self._pusher, return_exceptions=True)
+            self._pusher = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+    async def _push_ended(self) -> None:
+        """Send Cekura's ``result.completed`` webhook for each result that has ended, once it has (while a
+        ``webhook_url`` is set), ``webhook_copies`` times, unless ``webhook_drop_rate`` loses it."""
+        async with ClientSession(timeout=ClientTimeout(total=10)) as session:
+            while True:
+                await asyncio.sleep(WEBHOOK_EVERY)
+                url = self.config.webhook_url
+                if url is None:
+                    continue
+                for result in self._results.newest_first():
+                    if result.id in self._pushed:
+                        continue
+                    view = self._view(result)
+                    if view["status"] not in TERMINAL:
+                        continue
+                    self._pushed.add(result.id)
+                    if self._rng.random() < self.config.webhook_drop_rate:
+                        self.webhooks.append({"result_id": result.id, "copy": 0, "status": "lost"})
+                        continue
+                    for copy in range(1, self.config.webhook_copies + 1):
+                        await self._send_webhook(session, url, view, copy)
+
+    async def _send_webhook(self, session: ClientSession, url: str, view: Json, copy: int) -> None:
+        payload = {"event_type": "result.completed", "data": view}
+        headers = {"X-CEKURA-SECRET": self.config.webhook_secret}
+        entry: Json = {"result_id": view["id"], "copy": copy}
+        try:
+            async with session.post(url, json=payload, headers=headers) as response:
+                entry["status"] = response.status
+        except (ClientError, TimeoutError) as error:
+            entry["status"] = f"error: {type(error).__name__}"
+        self.webhooks.append(entry)
+        logger.info("simulator: webhook for result %d (copy %d) -> %s", view["id"], copy, entry["status"])
 
     async def _gate(self, request: web.Request) -> web.Response | None:
         """Apply latency, authentication and throttling; return the answer that ends the request, if any."""
@@ -111,7 +157,7 @@ class Simulator:
         endpoint = request.match_info["endpoint"]
         body = await _read_json(request)
         denied = await self._gate(request)
-        if endpoint not in V2_ENDPOINTS | VOICE_ENDPOINTS:
+        if endpoint not in BY_PATH:
             return denied if denied is not None else _not_found()
         data = body if isinstance(body, dict) else {}
         name = data.get("name") if isinstance(data.get("name"), str) else None
@@ -132,7 +178,7 @@ class Simulator:
         """Validate and create a result; None means the result exists but the answer must be dropped."""
         if not isinstance(body, dict):
             return _json({"detail": "JSON parse error - expected a JSON object."}, 400)
-        order = check_submission(endpoint, body)
+        order = check_submission(endpoint, body, self.config)
         if isinstance(order, dict):
             return _json(order, 400)
         if set(order.scenarios) & self.config.unknown_scenarios:
@@ -151,7 +197,8 @@ class Simulator:
         entry.result_id = result.id
         if dropping:
             return None
-        return _json(started(result), 200 if endpoint in V2_ENDPOINTS else 201)
+        # The email endpoint answers with the result itself (runs as an object), the others with "run started".
+        return _json(started(result, as_result=endpoint == "run_scenarios_email"), BY_PATH[endpoint].created)
 
     def _view(self, result: Result) -> Json:
         """Render a result as the detail endpoint does, logging its terminal state the first time it shows."""
@@ -212,6 +259,18 @@ class Simulator:
 
     async def _control_submissions(self, request: web.Request) -> web.Response:
         return _json([entry.to_json() for entry in self.submissions])
+
+    async def _cron_jobs(self, request: web.Request) -> web.Response:
+        """Cekura's own scheduled jobs, as ``cron_jobs`` lists them (filtered by ``agent_id``/``project_id``)."""
+        if (denied := await self._gate(request)) is not None:
+            return denied
+        jobs = self.config.cron_jobs
+        if (agent := request.query.get("agent_id")) is not None:
+            jobs = [job for job in jobs if str(job.get("agent")) == agent]
+        return _json(jobs)
+
+    async def _control_webhooks(self, request: web.Request) -> web.Response:
+        return _json(self.webhooks)
 
     async def _control_end_calls(self, request: web.Request) -> web.Response:
         return _json(self.ended_calls)

@@ -1,15 +1,21 @@
-"""Checking a submission's body as the real API does, with its field errors worded as Django REST framework's."""
+"""Checking a submission's body as the real API does, with its field errors worded as Django REST framework's.
+
+The body is checked against the same endpoint descriptions ``validate`` uses (``scheduler.endpoints``), which a
+test holds against Cekura's request schemas; as Cekura does, unknown fields are ignored. Scenarios chosen by tag
+or folder come from the ``tags`` and ``folders`` knobs; a test-suite spec's test cases from its ``scenarios``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.simulator.config import Json, is_int
+from scheduler.endpoints import BY_PATH, Endpoint, check_body
+from scheduler.simulator.config import Json, SimulatorConfig, is_int
 
-V2_ENDPOINTS = frozenset({"run_scenarios_livekit_v2", "run_scenarios_pipecat_v2"})
-VOICE_ENDPOINTS = frozenset({"run_scenarios", "run_scenarios_text"})
-PIPECAT_AGENT = 1  # the detail's `agent` is a required integer, and a pipecat body names none
+DEFAULT_AGENT = 1  # the result's `agent` is a required integer, and some bodies name none
+PIPECAT_AGENT = DEFAULT_AGENT
+SPEC_SCENARIO = 900_001  # the first scenario id given to the test cases of a spec
 
 
 @dataclass(frozen=True)
@@ -21,68 +27,64 @@ class Order:
     frequency: int
 
 
-def check_submission(endpoint: str, body: Json) -> Order | Json:
-    """Return what a submission body to ``endpoint`` (one of the run endpoints) orders, or its field errors."""
-    errors: Json = {}
-    v2 = endpoint in V2_ENDPOINTS
-    scenarios = _check_scenarios(body.get("scenarios"), errors, v2=v2)
-    agent: int | None = PIPECAT_AGENT
-    if v2:
-        if endpoint == "run_scenarios_livekit_v2":
-            agent = _check_int(body.get("agent"), "agent", errors)
-        frequency = _check_int(body.get("frequency", 1), "frequency", errors, high=100)
-    else:
-        agent = _check_int(body.get("agent_id"), "agent_id", errors)
-        frequency = _check_int(body.get("frequency", 1), "frequency", errors)
-        for unsupported in ("tags", "folder_path"):
-            if body.get(unsupported) is not None:
-                errors[unsupported] = ["Not supported by the simulator: list scenario ids."]
-    _check_name(body.get("name"), errors)
-    if errors or frequency is None or agent is None:
-        return errors
+def check_submission(path: str, body: Json, config: SimulatorConfig | None = None) -> Order | Json:
+    """Return what a submission body to the run endpoint ``path`` orders, or its field errors."""
+    endpoint = BY_PATH[path]
+    config = config or SimulatorConfig()
+    shaped = check_body(endpoint, body, strict=False).as_drf()
+    scenarios = _scenarios(endpoint, body, config, shaped)
+    if endpoint.agent_needed and not any(body.get(key) is not None for key in ("agent_id", "assistant_id")):
+        shaped.setdefault("agent_id", []).append("This field is required.")
+    name = body.get("name")
+    if isinstance(name, str) and len(name) > 255 and "name" not in shaped:  # the result's name has maxLength 255
+        shaped["name"] = ["Ensure this field has no more than 255 characters."]
+    if shaped:
+        return shaped
+    agent = next((body[key] for key in ("agent", "agent_id") if is_int(body.get(key))), DEFAULT_AGENT)
+    frequency = body.get("frequency", 1) if "frequency" in endpoint.fields else 1
     return Order(scenarios=scenarios, agent=agent, frequency=frequency)
 
 
-def _check_int(value: Any, key: str, errors: Json, high: int | None = None) -> int | None:
-    """Validate a positive integer field, worded as Django REST framework does; None when invalid."""
-    if value is None:
-        errors[key] = ["This field is required."]
-    elif not is_int(value):
-        errors[key] = ["A valid integer is required."]
-    elif value < 1:
-        errors[key] = ["Ensure this value is greater than or equal to 1."]
-    elif high is not None and value > high:
-        errors[key] = [f"Ensure this value is less than or equal to {high}."]
-    else:
-        return value
-    return None
-
-
-def _check_scenarios(value: Any, errors: Json, *, v2: bool) -> list[int]:
-    """Return the scenario ids of a submission body, recording field errors as the real API shapes them."""
-    if value is None:
-        errors["scenarios"] = ["This field is required."]
+def _scenarios(endpoint: Endpoint, body: Json, config: SimulatorConfig, errors: Json) -> list[int]:
+    """The scenario ids a body selects (ids, tables, a tag, a folder, a spec), recording what is wrong."""
+    if endpoint.takes_spec:
+        spec = body.get("spec")
+        cases = spec.get("scenarios") if isinstance(spec, dict) else None
+        if "spec" not in body and "file" not in body:
+            errors.setdefault("spec", []).append("Either spec or file must be provided.")
+        elif not isinstance(cases, list) or not cases:
+            errors.setdefault("spec", []).append("scenarios: a spec lists at least one test case.")
+        return [SPEC_SCENARIO + index for index in range(len(cases or []))]
+    chosen = [key for key in ("scenarios", "tags", "folder_path") if body.get(key) is not None]
+    if len(chosen) > 1:
+        errors.setdefault("non_field_errors", []).append("Only one of scenarios, tags or folder_path may be given.")
         return []
-    if not isinstance(value, list):
-        errors["scenarios"] = [f'Expected a list of items but got type "{type(value).__name__}".']
+    if not chosen:
+        if "scenarios" not in errors:  # a required field is said once
+            message = "Either scenarios, tags, or folder_path must be provided." if endpoint.selects else None
+            errors["scenarios"] = [message or "This field is required."]
+        return []
+    if chosen == ["tags"]:
+        return _selected(body["tags"], config.tags, "tags", errors)
+    if chosen == ["folder_path"]:
+        if not is_int(body.get("project_id")):
+            errors.setdefault("project_id", []).append("project_id is required when using folder_path.")
+            return []
+        return _selected([body["folder_path"]], config.folders, "folder_path", errors)
+    value = body["scenarios"]
+    if not isinstance(value, list) or "scenarios" in errors:
         return []
     if not value:
         errors["scenarios"] = ["This list may not be empty."]
         return []
-    if not v2:
-        if not all(is_int(item) for item in value):
-            errors["scenarios"] = ["A valid integer is required."]
-        return [item for item in value if is_int(item)]
-    valid = [isinstance(item, dict) and is_int(item.get("scenario")) for item in value]
-    if not all(valid):  # a list of per-item error maps, as Django REST framework shapes nested errors
-        errors["scenarios"] = [{} if ok else {"scenario": ["A valid integer is required."]} for ok in valid]
-    return [item["scenario"] for item, ok in zip(value, valid, strict=True) if ok]
+    return [item["scenario"] if isinstance(item, dict) else item for item in value]
 
 
-def _check_name(value: Any, errors: Json) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str):
-        errors["name"] = ["Not a valid string."]
-    elif len(value) > 255:  # the document's maxLength: a longer name could not be answered back
-        errors["name"] = ["Ensure this field has no more than 255 characters."]
+def _selected(names: Any, known: dict[str, list[int]], key: str, errors: Json) -> list[int]:
+    if not isinstance(names, list) or key in errors:
+        return []
+    found = sorted({scenario for name in names if isinstance(name, str) for scenario in known.get(name, [])})
+    if not found:
+        what = "tags" if key == "tags" else "folder"
+        errors[key] = [f"No scenarios found for the given {what}."]
+    return found

@@ -14,8 +14,9 @@ _FAIL_EXPLANATION = "Agent did not confirm the refund amount."
 _ERROR_MESSAGE = "Call did not connect"
 
 
-def started(result: Result) -> Json:
-    """The answer to a submission: the new result, pending, with its runs."""
+def started(result: Result, *, as_result: bool = False) -> Json:
+    """The answer to a submission: the new result, pending, with its runs (``as_result``: keyed by run id, as the
+    email endpoint shows them, with the result's ``name`` that its schema requires)."""
     answer: Json = {
         "id": result.id,
         "agent": result.agent,
@@ -37,6 +38,9 @@ def started(result: Result) -> Json:
         }
         for run in result.runs
     ]
+    if as_result:
+        answer["name"] = result.name or ""
+        answer["runs"] = {str(run["id"]): run for run in answer["runs"]}
     return answer
 
 

@@ -44,6 +44,7 @@ _RECORD_SUBMITTED = (
         result_status=bindparam("b_status"),
         submitted_at=bindparam("b_at"),
         poll_deadline=bindparam("b_deadline"),
+        runs_created=bindparam("b_runs_created"),
     )
 )
 
@@ -206,8 +207,10 @@ class FireQueries(Sessions):
         runs: Sequence[RunRecord],
         at: datetime,
         poll_deadline: datetime,
+        runs_created: int | None = None,
     ) -> bool:
-        """Record Cekura's answer to a claimed fire: the result id and the runs it started.
+        """Record Cekura's answer to a claimed fire: the result id and the runs it started (``runs_created``: how
+        many its answer listed; None when it was adopted from a search hit, which does not say).
 
         False when the fire is no longer waiting for an answer (another process settled it).
         """
@@ -218,6 +221,7 @@ class FireQueries(Sessions):
             "runs": runs,
             "at": at,
             "poll_deadline": poll_deadline,
+            "runs_created": runs_created,
         }
         return self.record_submitted_many([answer])[0]
 
@@ -236,6 +240,7 @@ class FireQueries(Sessions):
                 "b_status": answer["status"],
                 "b_at": answer["at"],
                 "b_deadline": answer["poll_deadline"],
+                "b_runs_created": answer.get("runs_created"),
             }
             for answer in answers
         ]

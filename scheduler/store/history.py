@@ -39,6 +39,20 @@ class HistoryQueries(Sessions):
             row = session.scalars(select(FireRow).where(FireRow.job == job, FireRow.slot == slot)).first()
             return _fire(row, with_runs=True) if row is not None else None
 
+    def fire_for_result(self, result_id: int | None, name: str | None) -> Fire | None:
+        """The fire a result pushed by Cekura belongs to: by result id (any state, so that a webhook delivered
+        again finds its fire finished), else a submitted fire by submission name; None when it is not ours."""
+        with self._session("finding the fire of a result") as session:
+            if result_id is not None:
+                row = session.scalars(select(FireRow).where(FireRow.result_id == result_id).limit(1)).first()
+                if row is not None:
+                    return _fire(row)
+            if name:
+                query = select(FireRow).where(FireRow.state == SUBMITTED, FireRow.submission_name == name).limit(1)
+                if (row := session.scalars(query).first()) is not None:
+                    return _fire(row)
+            return None
+
     def in_flight(self) -> list[Fire]:
         """Submitted fires whose result has no outcome yet (to poll, also after a restart)."""
         with self._session("listing results in flight") as session:

@@ -65,6 +65,7 @@ class FireRow(Base):
         Index("ix_fires_state", "state"),
         Index("ix_fires_job_id", "job", "id"),
         Index("ix_fires_state_lease", "state", "lease_until"),
+        Index("ix_fires_result_id", "result_id"),  # a webhook names its result
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -75,7 +76,8 @@ class FireRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     submission_name: Mapped[str] = mapped_column(String(160))
     endpoint: Mapped[str] = mapped_column(String(64))
-    runs_requested: Mapped[int] = mapped_column(Integer)
+    runs_requested: Mapped[int] = mapped_column(Integer)  # 0 when only Cekura knows (tags, folder, spec)
+    runs_created: Mapped[int | None] = mapped_column(Integer, nullable=True)  # as Cekura's answer listed them
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     poll_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -191,6 +193,7 @@ class Fire:
     submission_name: str
     endpoint: str
     runs_requested: int
+    runs_created: int | None
     submitted_at: datetime | None
     poll_deadline: datetime | None
     result_id: int | None
@@ -231,6 +234,7 @@ def _fire(row: FireRow | Row[Any], *, with_runs: bool = False) -> Fire:
         submission_name=row.submission_name,
         endpoint=row.endpoint,
         runs_requested=row.runs_requested,
+        runs_created=row.runs_created,
         submitted_at=row.submitted_at,
         poll_deadline=row.poll_deadline,
         result_id=row.result_id,

@@ -854,7 +854,7 @@ def test_check_and_the_tables_against_a_running_daemon(tmp_path: Path, simulator
     assert table.splitlines()[0].split() == ["job", "state", "schedule", "next", "fire", "last"]
     assert "nightly" in table and "cron '0 3 * * *' (America/New_York)" in table and "never fired" in table
     history = cli("history", "smoke", "--limit", "3", env=env).stdout
-    assert history.splitlines()[0].split() == ["id", "job", "slot", "outcome", "result", "error"]
+    assert history.splitlines()[0].split() == ["id", "job", "slot", "outcome", "result", "runs", "error"]
     assert (
         "passed" in history
         and 1 <= len(json.loads(cli("history", "--limit", "3", "--format", "json", env=env).stdout)) <= 3

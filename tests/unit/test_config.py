@@ -239,7 +239,7 @@ def test_unknown_timezone_in_defaults() -> None:
 
 
 def test_missing_variable_names_it() -> None:
-    issue = only_issue(job('[jobs.nightly.body]\ntoken = "Bearer ${CEKURA_TOKEN}"\n'))
+    issue = only_issue(job('[jobs.nightly.body]\nlivekit_data = { url = "Bearer ${CEKURA_TOKEN}" }\n'))
     assert (issue.line, issue.job) == (6, "nightly")
     assert issue.message == "environment variable CEKURA_TOKEN is not set (used as ${CEKURA_TOKEN})"
 
@@ -380,7 +380,9 @@ def test_section_that_is_not_a_table_is_a_config_error(text: str) -> None:
 
 def test_variables_are_interpolated() -> None:
     config = parse(
-        job('[jobs.nightly.body]\nwebsocket_url = "wss://${HOST}/ws"\n').replace("agent = 12", 'agent = "${AGENT}"'),
+        job('endpoint = "text"\n[jobs.nightly.body]\nwebsocket_url = "wss://${HOST}/ws"\n').replace(
+            "agent = 12", 'agent = "${AGENT}"'
+        ),
         {"HOST": "agent.example.com", "AGENT": "77"},
     )
     assert config.jobs["nightly"].agent == 77
@@ -416,7 +418,7 @@ def test_pipecat_v2_rejects_agent() -> None:
     assert "pipecat_v2 endpoint takes no agent" in issue.message
 
 
-@pytest.mark.parametrize("endpoint", ["voice", "text", "livekit_v2"])
+@pytest.mark.parametrize("endpoint", ["voice", "text", "sip", "chirp", "agora", "elevenlabs"])
 def test_endpoint_requires_agent(endpoint: str) -> None:
     issue = only_issue(f'[jobs.nightly]\ncron = "0 3 * * *"\nendpoint = "{endpoint}"\nscenarios = [101]\n')
     assert (issue.line, issue.job) == (1, "nightly")
@@ -811,7 +813,7 @@ def test_config_secrets_hold_interpolated_values_and_alert_url_credentials() -> 
         cron = "0 3 * * *"
         agent = "${AGENT}"
         scenarios = [101]
-        body = { token = "${CEKURA_TOKEN}" }
+        body = { livekit_data = { url = "${CEKURA_TOKEN}" } }
 
         [alerts.slack]
         url = "slack://${SLACK_A}/${SLACK_B}/XoXoLiteral42/#qa"
@@ -842,7 +844,9 @@ def test_many_problems_each_name_their_own_variable_and_place() -> None:
     count = 300
     env = {f"EVERY_{i}": f"bad-{i:03d}" for i in range(count)} | {"LONGER": "bad-001-and-more"}
     text = "".join(f'[jobs.j{i}]\nagent = 12\nscenarios = [101]\nevery = "${{EVERY_{i}}}"\n\n' for i in range(count))
-    text += '[jobs.long]\nagent = 12\nscenarios = [101]\nevery = "${LONGER}"\n\n[jobs.dotted.body]\nq = 1\n'
+    text += (
+        '[jobs.long]\nagent = 12\nscenarios = [101]\nevery = "${LONGER}"\n\n[jobs.dotted.body]\nconcurrency_limit = 1\n'
+    )
     issues = issues_of(text, env)
     every = [issue for issue in issues if issue.message.startswith("every:")]
     assert [(issue.job, issue.line) for issue in every] == [
@@ -853,7 +857,7 @@ def test_many_problems_each_name_their_own_variable_and_place() -> None:
     assert "(the value of ${LONGER})" in every[-1].message  # named whole, not through the bad-001 inside it
     assert not any("bad-" in issue.message for issue in issues)
     dotted = [issue for issue in issues if issue.job == "dotted" and issue.line is not None]
-    assert [issue.line for issue in dotted] == [5 * count + 6] * 2  # [jobs.dotted.body]: cron/every, agent
+    assert [issue.line for issue in dotted] == [5 * count + 6] * 2  # [jobs.dotted.body]: cron/every, scenarios
 
 
 def test_a_url_apprise_cannot_parse_is_an_error_naming_the_channel_not_the_url(

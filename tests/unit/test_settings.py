@@ -94,6 +94,7 @@ BAD_SETTINGS = [
     ("SCHEDULER_LOG_LEVEL", "LOUD", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
     ("SCHEDULER_LOG_FORMAT", "xml", "'text' or 'json'"),
     ("SCHEDULER_HTTP_TRUST_FORWARDED", "perhaps", "valid boolean"),
+    ("CEKURA_WEBHOOK_SECRET", "   ", "empty: set the secret of the Cekura project's webhook"),
 ]
 
 

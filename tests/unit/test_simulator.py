@@ -25,7 +25,7 @@ REQUIRED = "This field is required."
 NOT_INT = "A valid integer is required."
 TOO_BIG = "Ensure this value is less than or equal to 100."
 TOO_SMALL = "Ensure this value is greater than or equal to 1."
-NO_TAGS = "Not supported by the simulator: list scenario ids."
+ONE_OF = "Either scenarios, tags, or folder_path must be provided."
 ONE_V2 = [{"scenario": 101}]
 TWO_V2 = [{"scenario": 101}, {"scenario": 102, "publish_data_message": {"room": "r1"}}]
 INTERRUPTIONS = {
@@ -94,7 +94,7 @@ def test_result_and_run_ids_keep_increasing(client: httpx.Client) -> None:
     ("path", "body", "errors"),
     [
         (LIVEKIT, {"agent": 12}, {"scenarios": [REQUIRED]}),
-        (LIVEKIT, {"scenarios": ONE_V2}, {"agent": [REQUIRED]}),
+        (LIVEKIT, {"scenarios": ONE_V2, "agent": "twelve"}, {"agent": [NOT_INT]}),
         (LIVEKIT, {"scenarios": [], "agent": 12}, {"scenarios": ["This list may not be empty."]}),
         (PIPECAT, {"scenarios": "101"}, {"scenarios": ['Expected a list of items but got type "str".']}),
         (PIPECAT, {"scenarios": ONE_V2, "frequency": 101}, {"frequency": [TOO_BIG]}),
@@ -102,16 +102,22 @@ def test_result_and_run_ids_keep_increasing(client: httpx.Client) -> None:
         (
             PIPECAT,
             {"scenarios": [*ONE_V2, {"publish_data_message": 1}]},
-            {"scenarios": [{}, {"scenario": [NOT_INT]}]},
+            {"scenarios": ["1.scenario: This field is required."]},
         ),
         (VOICE, {"scenarios": [101]}, {"agent_id": [REQUIRED]}),
-        (VOICE, {"scenarios": [101], "agent_id": 12, "tags": ["smoke"]}, {"tags": [NO_TAGS]}),
+        (
+            VOICE,
+            {"scenarios": [101], "agent_id": 12, "tags": ["smoke"]},
+            {"non_field_errors": ["Only one of scenarios, tags or folder_path may be given."]},
+        ),
+        (VOICE, {"agent_id": 12, "tags": ["nothing"]}, {"tags": ["No scenarios found for the given tags."]}),
+        (VOICE, {"agent_id": 12}, {"scenarios": [ONE_OF]}),
         (VOICE, {"scenarios": [101], "agent_id": 12, "frequency": 0}, {"frequency": [TOO_SMALL]}),
         (TEXT, {"scenarios": [101], "agent_id": "twelve"}, {"agent_id": [NOT_INT]}),
         (
             TEXT,
-            {"agent_id": 12, "folder_path": "smoke/"},
-            {"scenarios": [REQUIRED], "folder_path": [NO_TAGS]},
+            {"agent_id": 12, "folder_path": "Sales.Inbound"},
+            {"project_id": ["project_id is required when using folder_path."]},
         ),
     ],
 )
@@ -151,7 +157,7 @@ def test_body_that_is_not_a_json_object_answers_400(client: httpx.Client) -> Non
 
 
 def test_unknown_endpoints_answer_404_and_are_not_logged(client: httpx.Client, sim: Simulator) -> None:
-    unknown_submit = client.post("/test_framework/v1/scenarios/run_scenarios_sip/", json={})
+    unknown_submit = client.post("/test_framework/v1/scenarios/run_scenarios_pipecat/", json={})
     unknown_path = client.get("/test_framework/v1/nothing/here/")
 
     assert (unknown_submit.status_code, unknown_path.status_code) == (404, 404)
