@@ -14,7 +14,7 @@ import pytest
 
 from scheduler.errors import StoreError
 from scheduler.store import Fire, IncidentAction, JobHistory, Notice, RunRecord, Store, create_db_engine
-from tests.conftest import claim_slot
+from tests.conftest import POSTGRES_URL, claim_slot
 
 SLOT = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 NOW = SLOT + timedelta(seconds=1)
@@ -532,3 +532,22 @@ def test_an_unreachable_database_is_a_store_error() -> None:
         claim(store)
     with pytest.raises(StoreError, match="checking that the database answers"):
         store.ping()
+
+
+@pytest.mark.parametrize(("query", "idle"), [("", "30"), ("keepalives_idle=5", "5")])
+def test_postgresql_connections_notice_a_server_that_vanished(query: str, idle: str) -> None:
+    # Without keepalives a query to a server that disappeared without closing (a host gone, a firewall dropping
+    # the connection) waits forever; with them the database error arrives, and the daemon alerts and retries.
+    if not POSTGRES_URL:
+        pytest.skip("SCHEDULER_TEST_POSTGRES_URL is not set")
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    engine = create_db_engine(POSTGRES_URL + (separator + query if query else ""))
+    try:
+        with engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            parameters = driver.info.get_parameters()
+    finally:
+        engine.dispose()
+    assert parameters["keepalives"] == "1" and parameters["keepalives_idle"] == idle  # the URL's own setting wins
+    assert parameters["tcp_user_timeout"] == "60000"
