@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
 
@@ -29,6 +25,7 @@ from scheduler.config import load_config
 from scheduler.daemon import Daemon
 from scheduler.delivery import AppriseSender
 from scheduler.simulator import SimulatorConfig, running_simulator
+from scheduler.simulator.inbox import AlertInbox
 from scheduler.store import Store, create_db_engine, upgrade_database
 from scheduler.transport import http_client
 from scheduler.web import WebServer
@@ -37,30 +34,13 @@ SECRET = "bench-webhook-secret-0123456789"
 SHORTEST, LONGEST = 5.0, 45.0  # seconds a result runs
 
 
-class Inbox:
-    """A json:// alert target that notes when each job's alert arrived."""
-
-    def __init__(self, expected: int) -> None:
-        self.arrived: dict[str, float] = {}
-        self.all_arrived = threading.Event()
-        inbox = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                job = json.loads(body["message"]).get("job")
-                inbox.arrived.setdefault(job, time.time())
-                if len(inbox.arrived) >= expected:
-                    inbox.all_arrived.set()
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+def _wait_for_alerts(inbox: AlertInbox, jobs: int, within: float) -> None:
+    """Until an alert about each of ``jobs`` jobs has arrived, or ``within`` seconds have passed."""
+    deadline = time.monotonic() + within
+    while len(inbox.first_by_job()) < jobs and (left := deadline - time.monotonic()) > 0:
+        inbox.arrival.clear()
+        if len(inbox.first_by_job()) < jobs:
+            inbox.arrival.wait(min(left, 1.0))
 
 
 def jobs_toml(count: int, inbox: str) -> str:
@@ -72,7 +52,7 @@ def jobs_toml(count: int, inbox: str) -> str:
 
 async def measure(count: int, *, webhooks: bool, folder: Path) -> dict[str, list[float]]:
     """Seconds from each result's end to its verdict and to its alert, for one mode."""
-    inbox = Inbox(count)
+    inbox = AlertInbox()
     path = folder / f"jobs-{webhooks}.toml"
     path.write_text(jobs_toml(count, inbox.url))
     config = load_config(path, env={})
@@ -105,7 +85,7 @@ async def measure(count: int, *, webhooks: bool, folder: Path) -> dict[str, list
                     assert fire is not None and fire.result_id is not None and fire.submitted_at is not None
                     ends[fire.id] = fire.submitted_at + timedelta(seconds=duration)
                     fires.append(fire)
-                await asyncio.to_thread(inbox.all_arrived.wait, LONGEST + 120)
+                await asyncio.to_thread(_wait_for_alerts, inbox, count, LONGEST + 120)
             stop.set()
             await task
     verdict, alert = [], []
@@ -113,9 +93,9 @@ async def measure(count: int, *, webhooks: bool, folder: Path) -> dict[str, list
         recorded = store.get_fire(fire.id)
         assert recorded is not None and recorded.finished_at is not None, f"{fire.job} has no verdict"
         verdict.append((recorded.finished_at - ends[fire.id]).total_seconds())
-        if fire.job in inbox.arrived:
-            alert.append(inbox.arrived[fire.job] - ends[fire.id].timestamp())
-    inbox.server.shutdown()
+        if (arrived := inbox.first_by_job().get(fire.job)) is not None:
+            alert.append(arrived - ends[fire.id].timestamp())
+    inbox.close()
     engine.dispose()
     return {"verdict": verdict, "alert": alert}
 

@@ -27,68 +27,73 @@ _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
 _DATABASE_EXAMPLES = "e.g. sqlite:///scheduler.db or postgresql+psycopg://user:password@host/db"
 
 
+def _from_env(default: Any, variable: str, about: str) -> Any:
+    """A setting read from ``variable`` (or given by its field name, e.g. ``Settings(api_key=...)``)."""
+    return Field(default, validation_alias=AliasChoices(variable), description=about)
+
+
 class Settings(BaseSettings):
     """Everything the process reads from its environment."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
-    api_key: SecretStr | None = Field(
+    api_key: SecretStr | None = _from_env(
         None,
-        validation_alias=AliasChoices("CEKURA_API_KEY", "api_key"),
-        description="the Cekura API key (required by run and trigger)",
+        "CEKURA_API_KEY",
+        "the Cekura API key (required by run and trigger)",
     )
-    api_key_file: Path | None = Field(
+    api_key_file: Path | None = _from_env(
         None,
-        validation_alias=AliasChoices("CEKURA_API_KEY_FILE", "api_key_file"),
-        description="a file holding the key, when CEKURA_API_KEY is not set",
+        "CEKURA_API_KEY_FILE",
+        "a file holding the key, when CEKURA_API_KEY is not set",
     )
-    base_url: str = Field(
+    base_url: str = _from_env(
         "https://api.cekura.ai",
-        validation_alias=AliasChoices("CEKURA_BASE_URL", "base_url"),
-        description="the Cekura API",
+        "CEKURA_BASE_URL",
+        "the Cekura API",
     )
-    config_path: Path = Field(
+    config_path: Path = _from_env(
         Path("jobs.toml"),
-        validation_alias=AliasChoices("SCHEDULER_CONFIG", "config_path"),
-        description="the jobs file (or --config PATH)",
+        "SCHEDULER_CONFIG",
+        "the jobs file (or --config PATH)",
     )
-    database_url: str = Field(
+    database_url: str = _from_env(
         "sqlite:///scheduler.db",
-        validation_alias=AliasChoices("SCHEDULER_DATABASE_URL", "database_url"),
-        description="the database, a SQLAlchemy URL (or --database URL)",
+        "SCHEDULER_DATABASE_URL",
+        "the database, a SQLAlchemy URL (or --database URL)",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _from_env(
         "INFO",
-        validation_alias=AliasChoices("SCHEDULER_LOG_LEVEL", "log_level"),
-        description="DEBUG, INFO, WARNING or ERROR",
+        "SCHEDULER_LOG_LEVEL",
+        "DEBUG, INFO, WARNING or ERROR",
     )
-    log_format: Literal["text", "json"] = Field(
+    log_format: Literal["text", "json"] = _from_env(
         "text",
-        validation_alias=AliasChoices("SCHEDULER_LOG_FORMAT", "log_format"),
-        description="text or json",
+        "SCHEDULER_LOG_FORMAT",
+        "text or json",
     )
 
-    http_addr: str = Field(
+    http_addr: str = _from_env(
         "127.0.0.1:8787",
-        validation_alias=AliasChoices("SCHEDULER_HTTP_ADDR", "http_addr"),
-        description="host:port of the status page, API, metrics and /healthz",
+        "SCHEDULER_HTTP_ADDR",
+        "host:port of the status page, API, metrics and /healthz",
     )
-    http_token: SecretStr | None = Field(
+    http_token: SecretStr | None = _from_env(
         None,
-        validation_alias=AliasChoices("SCHEDULER_HTTP_TOKEN", "http_token"),
-        description="the token every endpoint but /healthz requires; needed to listen beyond loopback",
+        "SCHEDULER_HTTP_TOKEN",
+        "the token every endpoint but /healthz requires; needed to listen beyond loopback",
     )
-    webhook_secret: SecretStr | None = Field(
+    webhook_secret: SecretStr | None = _from_env(
         None,
-        validation_alias=AliasChoices("CEKURA_WEBHOOK_SECRET", "webhook_secret"),
-        description="the secret of the Cekura project's webhook: results are then pushed to "
+        "CEKURA_WEBHOOK_SECRET",
+        "the secret of the Cekura project's webhook: results are then pushed to "
         "POST /webhooks/cekura and polling is only the fallback",
     )
     # A reverse proxy is in front: its X-Forwarded-* headers say which host the client asked for.
-    http_trust_forwarded: bool = Field(
+    http_trust_forwarded: bool = _from_env(
         False,
-        validation_alias=AliasChoices("SCHEDULER_HTTP_TRUST_FORWARDED", "http_trust_forwarded"),
-        description="true behind a reverse proxy: believe its X-Forwarded-* headers",
+        "SCHEDULER_HTTP_TRUST_FORWARDED",
+        "true behind a reverse proxy: believe its X-Forwarded-* headers",
     )
 
     @field_validator("webhook_secret")

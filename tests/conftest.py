@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from scheduler.delivery import AppriseSender
 from scheduler.metrics import Metrics
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator, SimulatorConfig, running_simulator
+from scheduler.simulator.inbox import AlertInbox as AlertInbox  # re-exported: the tests import it from here
 from scheduler.store import Fire, Store, create_db_engine, fresh_schema_url, upgrade_database
 from scheduler.transport import AiohttpTransport
 
@@ -177,51 +175,6 @@ def store(database_url: str) -> Iterator[Store]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'scheduler.db'}"
-
-
-class AlertInbox:
-    """A local HTTP endpoint that keeps what Apprise's json:// target posts to it."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.fail_next = 0
-        self._lock = threading.Lock()
-        inbox = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with inbox._lock:
-                    if inbox.fail_next > 0:
-                        inbox.fail_next -= 1
-                        self.send_response(500)
-                        self.end_headers()
-                        return
-                    inbox.received.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/alerts"
-        # Polled every 50 ms for shutdown (the default 0.5 s was half a second at the end of every test).
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def titles(self) -> list[str]:
-        with self._lock:
-            return [message.get("title", "") for message in self.received]
-
-    def documents(self) -> list[dict[str, Any]]:
-        """The alert documents: what a json:// webhook receives in Apprise's ``message`` field."""
-        with self._lock:
-            return [json.loads(message["message"]) for message in self.received]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, select, update
+from sqlalchemy import String, Update, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -34,40 +34,37 @@ from scheduler.store.schema import (
     _replace_runs,
 )
 
-# Compiled once and cached by SQLAlchemy: the statement each batch of answers is sent with.
-_RECORD_SUBMITTED = (
-    update(FIRES)
-    .where(FIRES.c.id == bindparam("b_id"), FIRES.c.state == CLAIMED)
-    .values(
-        state=SUBMITTED,
-        result_id=bindparam("b_result_id"),
-        result_status=bindparam("b_status"),
-        submitted_at=bindparam("b_at"),
-        poll_deadline=bindparam("b_deadline"),
-        runs_created=bindparam("b_runs_created"),
-    )
-)
+
+def _transition(*states: str, **values: Any) -> Update:
+    """``UPDATE fires SET values WHERE id = :b_id AND state IN states``, built once: every batch of fires is sent
+    through the same compiled statement, each fire with its own parameters."""
+    # A plain OR of equalities, not IN: an IN list is an expanding parameter, which executemany cannot send.
+    in_state = or_(*(FIRES.c.state == state for state in states))
+    return update(FIRES).where(FIRES.c.id == bindparam("b_id"), in_state).values(**values)
 
 
-_FINISH = (
-    update(FIRES)
-    .where(FIRES.c.id == bindparam("b_id"), FIRES.c.state.in_([CLAIMED, SUBMITTED]))
-    .values(
-        state=FINISHED,
-        outcome=bindparam("b_outcome"),
-        finished_at=bindparam("b_at"),
-        result_status=func.coalesce(bindparam("b_status", type_=String), FIRES.c.result_status),
-        success_rate=bindparam("b_rate"),
-        error=bindparam("b_error"),
-        error_status_code=bindparam("b_code"),
-        failed_reasons=bindparam("b_reasons"),
-    )
+_RECORD_SUBMITTED = _transition(
+    CLAIMED,
+    state=SUBMITTED,
+    result_id=bindparam("b_result_id"),
+    result_status=bindparam("b_status"),
+    submitted_at=bindparam("b_at"),
+    poll_deadline=bindparam("b_deadline"),
+    runs_created=bindparam("b_runs_created"),
 )
-_RECORD_POLL = (
-    update(FIRES)
-    .where(FIRES.c.id == bindparam("b_id"), FIRES.c.state == SUBMITTED)
-    .values(result_status=bindparam("b_status"))
+_FINISH = _transition(
+    CLAIMED,
+    SUBMITTED,
+    state=FINISHED,
+    outcome=bindparam("b_outcome"),
+    finished_at=bindparam("b_at"),
+    result_status=func.coalesce(bindparam("b_status", type_=String), FIRES.c.result_status),
+    success_rate=bindparam("b_rate"),
+    error=bindparam("b_error"),
+    error_status_code=bindparam("b_code"),
+    failed_reasons=bindparam("b_reasons"),
 )
+_RECORD_POLL = _transition(SUBMITTED, result_status=bindparam("b_status"))
 
 
 def _finish(
