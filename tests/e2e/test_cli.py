@@ -477,11 +477,15 @@ def test_every_command_that_reads_settings_takes_config_and_database() -> None:
 
 
 def test_help_lists_every_environment_variable_and_the_exit_codes() -> None:
-    shown = " ".join(CliRunner().invoke(main, ["--help"]).stdout.split())
+    output = CliRunner().invoke(main, ["--help"]).stdout
+    shown = " ".join(output.split())
     rows = environment_variables()  # the settings' own names, words and defaults
     assert len(rows) == len(Settings.model_fields) == 11
     for variable, about in [*rows, ("USER", "who pauses or silences a job")]:
         assert f" {variable} {about}" in shown, variable
+    section = output.partition("\nEnvironment")[2].partition("\n\n")[0].splitlines()[1:]
+    listed = [line.split()[0] for line in section if line.startswith("  ") and not line.startswith("   ")]
+    assert listed == [variable for variable, _ in rows] + ["USER", "${VAR}"]  # nothing more, nothing stale
     assert "Exit codes: 0 done;" in shown and " 1 it failed:" in shown and " 2 a usage error:" in shown
 
 
