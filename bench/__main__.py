@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
+from bench.cli import database_commands, quick_commands
 from bench.configload import load_run, reload_run, validate_run
 from bench.databases import postgres, sqlite
 from bench.firelag import (
@@ -49,6 +50,7 @@ NAMES = (
     "verdicts",
     "steady",
     "postgres",
+    "cli",
 )
 
 
@@ -69,6 +71,8 @@ class Sizes:
     steady: tuple[int, int]  # (jobs every minute, slots measured)
     validate: tuple[int, ...]  # jobs in each generated file
     validate_repeats: int
+    cli_history: tuple[int, int]  # (jobs, fires) of the database that jobs and history are timed on
+    cli_repeats: int
 
 
 DEFAULT = Sizes(
@@ -85,6 +89,8 @@ DEFAULT = Sizes(
     steady=(200, 2),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=1,
+    cli_history=(1000, 100_000),
+    cli_repeats=7,
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -100,6 +106,8 @@ FULL = Sizes(
     steady=(1000, 3),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=3,
+    cli_history=(1000, 1_000_000),
+    cli_repeats=11,
 )
 
 
@@ -593,6 +601,30 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def bench_cli(sizes: Sizes, report: Report) -> None:
+    say(f"cli: --version, --help, check, validate of a small file, {sizes.cli_repeats} times each")
+    with procs.scratch_folder("cli") as folder:
+        start, *quick = quick_commands(folder, repeats=sizes.cli_repeats)
+        jobs, fires = sizes.cli_history
+        say(f"cli: jobs and history on {fires:,} fires of {jobs:,} jobs (filling the database first)")
+        on_history, filled = database_commands(folder, jobs=jobs, fires=fires, repeats=sizes.cli_repeats)
+    report.notes.append(f"cli: the SQLite database of jobs and history filled with {fires:,} fires in {filled:.0f} s")
+    *listing, validated = on_history
+    for command, target in [*((command, 0.3) for command in quick), *((command, 0.5) for command in listing)]:
+        besides = f" · validate of its jobs.toml alone {seconds(validated.wall)}" if command in listing else ""
+        report.rows.append(
+            Row(
+                f"cli, `cekura-scheduler {command.label}`",
+                f"wall {seconds(command.wall)} (CPU {seconds(command.cpu)}){besides}",
+                f"`python -c pass`: wall {seconds(start.wall)} (CPU {seconds(start.cpu)})",
+                ratio(command.wall, start.wall),
+                f"< {target:g} s",
+                command.wall < target,
+            )
+        )
+    report.raw["cli"] = [dataclasses.asdict(command) for command in [start, *quick, *on_history]]
+
+
 def machine() -> str:
     load = " / ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
@@ -668,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": lambda: bench_verdicts(sizes, report),
         "steady": lambda: bench_steady(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
+        "cli": lambda: bench_cli(sizes, report),
     }
     began = time.monotonic()
     for name in args.only or NAMES:
