@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import procs
 from bench.configload import load_run, reload_run, validate_run
-from bench.databases import postgres, sqlite
+from bench.databases import Database, postgres, sqlite
 from bench.firelag import (
     CONCURRENCY,
     FLOOR_PATIENCE,
@@ -36,6 +36,7 @@ from bench.firelag import (
 from bench.idle import idle_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
+from bench.queries import BASE_PER_JOB, QueryTime, measure
 from bench.steady import RUN_DURATION, steady_run
 
 NAMES = (
@@ -49,6 +50,7 @@ NAMES = (
     "verdicts",
     "steady",
     "postgres",
+    "queries",
 )
 
 
@@ -69,6 +71,7 @@ class Sizes:
     steady: tuple[int, int]  # (jobs every minute, slots measured)
     validate: tuple[int, ...]  # jobs in each generated file
     validate_repeats: int
+    history: tuple[int, int]  # (jobs, fires) of the long history the queries are timed on
 
 
 DEFAULT = Sizes(
@@ -85,6 +88,7 @@ DEFAULT = Sizes(
     steady=(200, 2),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=1,
+    history=(1000, 100_000),
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -100,6 +104,7 @@ FULL = Sizes(
     steady=(1000, 3),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=3,
+    history=(1000, 1_000_000),
 )
 
 
@@ -564,6 +569,35 @@ def bench_postgres(sizes: Sizes, report: Report, url: str | None) -> None:
     }
 
 
+def bench_queries(sizes: Sizes, report: Report, url: str | None) -> None:
+    jobs, fires = sizes.history
+    backends: dict[str, Database] = {"SQLite": sqlite}
+    if url:
+        backends["PostgreSQL"] = postgres(url)
+    measured: dict[str, list[QueryTime]] = {}
+    for label, database in backends.items():
+        say(f"queries: {label}, {fires:,} fires of {jobs:,} jobs against {jobs * BASE_PER_JOB:,} (filling both)")
+        with procs.scratch_folder("queries") as folder:
+            measured[label], filled = measure(database, folder, jobs=jobs, fires=fires)
+        report.notes.append(f"queries: {label} filled with {fires:,} fires in {filled:.0f} s")
+    if not url:
+        report.notes.append("queries: PostgreSQL not measured (no --postgres URL)")
+    for index, first in enumerate(measured["SQLite"]):
+        times = {label: rows[index] for label, rows in measured.items()}
+        report.rows.append(
+            Row(
+                f"query on {fires:,} fires: {first.name} ({first.when})",
+                " · ".join(f"{label} {row.big * 1000:.2f} ms" for label, row in times.items()),
+                f"same, {jobs * BASE_PER_JOB:,} fires: "
+                + " · ".join(f"{label} {row.base * 1000:.2f} ms" for label, row in times.items()),
+                " · ".join(f"{row.ratio:.2f}x" for row in times.values()),
+                "< 3x",
+                all(row.ratio < 3 for row in times.values()),
+            )
+        )
+    report.raw["queries"] = {label: [dataclasses.asdict(row) for row in rows] for label, rows in measured.items()}
+
+
 # -- output -----------------------------------------------------------------------------------------------
 
 COLUMNS = ("benchmark", "ours", "baseline (same run)", "ratio", "target", "")
@@ -668,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": lambda: bench_verdicts(sizes, report),
         "steady": lambda: bench_steady(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
+        "queries": lambda: bench_queries(sizes, report, args.postgres),
     }
     began = time.monotonic()
     for name in args.only or NAMES:
