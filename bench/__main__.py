@@ -36,7 +36,7 @@ from bench.firelag import (
 from bench.idle import idle_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
-from bench.queries import BASE_PER_JOB, QueryTime, measure
+from bench.queries import BASE_PER_JOB, Measured, QueryTime, measure
 from bench.steady import RUN_DURATION, steady_run
 
 NAMES = (
@@ -575,11 +575,13 @@ def bench_queries(sizes: Sizes, report: Report, url: str | None) -> None:
     if url:
         backends["PostgreSQL"] = postgres(url)
     measured: dict[str, list[QueryTime]] = {}
+    started: dict[str, Measured] = {}
     for label, database in backends.items():
         say(f"queries: {label}, {fires:,} fires of {jobs:,} jobs against {jobs * BASE_PER_JOB:,} (filling both)")
         with procs.scratch_folder("queries") as folder:
-            measured[label], filled = measure(database, folder, jobs=jobs, fires=fires)
-        report.notes.append(f"queries: {label} filled with {fires:,} fires in {filled:.0f} s")
+            started[label] = measure(database, folder, jobs=jobs, fires=fires)
+        measured[label] = started[label].queries
+        report.notes.append(f"queries: {label} filled with {fires:,} fires in {started[label].filled:.0f} s")
     if not url:
         report.notes.append("queries: PostgreSQL not measured (no --postgres URL)")
     for index, first in enumerate(measured["SQLite"]):
@@ -595,7 +597,25 @@ def bench_queries(sizes: Sizes, report: Report, url: str | None) -> None:
                 all(row.ratio < 3 for row in times.values()),
             )
         )
-    report.raw["queries"] = {label: [dataclasses.asdict(row) for row in rows] for label, rows in measured.items()}
+    report.rows.append(
+        Row(
+            f"start-up to the first POST on {fires:,} fires ({jobs:,} jobs looked at for missed slots)",
+            " · ".join(f"{label} {seconds(run.startup)}" for label, run in started.items()),
+            f"same, {jobs * BASE_PER_JOB:,} fires: "
+            + " · ".join(f"{label} {seconds(run.startup_base)}" for label, run in started.items()),
+            " · ".join(ratio(run.startup, run.startup_base) for run in started.values()),
+            "< 3x",
+            all(run.startup < 3 * run.startup_base for run in started.values()),
+        )
+    )
+    report.raw["queries"] = {
+        label: {
+            "queries": [dataclasses.asdict(row) for row in run.queries],
+            "startup": run.startup,
+            "startup_base": run.startup_base,
+        }
+        for label, run in started.items()
+    }
 
 
 # -- output -----------------------------------------------------------------------------------------------

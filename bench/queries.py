@@ -21,7 +21,8 @@ from typing import Any
 
 from bench.databases import Database
 from bench.history import fill
-from bench.plan import job_names
+from bench.plan import job_names, jobs_toml
+from bench.procs import SimServer, start_daemon
 from scheduler.store import JobHistory, RunRecord, Store, create_db_engine
 from scheduler.store.alerting import IncidentAction
 from scheduler.verdicts import PASSED
@@ -119,6 +120,17 @@ def _verdicts(ctx: _Context) -> None:
     ctx.store.finish_many(outcomes)
 
 
+def _skipped(ctx: _Context) -> None:
+    claim = ctx.new_claims()[0]
+    ctx.store.record_skipped(
+        **{key: value for key, value in claim.items() if key not in ("owner", "lease_until")}, reason="overlap"
+    )
+
+
+def _resolve(ctx: _Context) -> None:
+    ctx.store.resolve_incident(scope="daemon", subjects=["database unreachable"], at=ctx.now, notice=None)
+
+
 def _day_back(ctx: _Context) -> dict[str, datetime]:
     return dict.fromkeys(ctx.jobs, ctx.now - timedelta(days=1))
 
@@ -140,6 +152,9 @@ OPERATIONS: list[tuple[str, str, Callable[[_Context], object]]] = [
     ("fire_for_result (by id)", "per webhook", lambda c: c.store.fire_for_result(90_000_000 + c.submitted[0], None)),
     ("fire_for_result (by name)", "per webhook", lambda c: c.store.fire_for_result(None, "no-such@name")),
     ("finish_many with routing (100)", "per fire", _verdicts),
+    ("record_skipped (a slot)", "per skip", _skipped),
+    ("get_fire (with its runs)", "per API call", lambda c: c.store.get_fire(c.submitted[0])),
+    ("resolve_incident (none open)", "per daemon check", _resolve),
     ("in_flight", "at start", lambda c: c.store.in_flight()),
     ("slot_bounds (every job)", "at start", lambda c: c.store.slot_bounds(c.jobs)),
     (
@@ -158,6 +173,36 @@ OPERATIONS: list[tuple[str, str, Callable[[_Context], object]]] = [
 ]
 
 
+def startup(url: str, jobs: list[str], folder: Path) -> float:
+    """Seconds from starting ``cekura-scheduler run`` on this database to its first POST arriving.
+
+    The config holds the history's jobs (daily at 03:00, ``catch_up = "skip"``: start-up looks for their missed
+    slots, and records them, without submitting) and one new job every second, whose first POST is the one timed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "jobs.toml"
+    lines = [(name, 'cron = "0 3 * * *"\ncatch_up = "skip"') for name in jobs] + [("tick", 'every = "1s"')]
+    config.write_text(jobs_toml(lines))
+    with SimServer(latency=0.01) as sim:
+        began = time.time()
+        daemon = start_daemon(folder, simulator_url=sim.url, database_url=url, config=config)
+        try:
+            deadline = time.monotonic() + 300
+            while not (posts := sim.posts()) and time.monotonic() < deadline:
+                if daemon.process.poll() is not None:
+                    raise RuntimeError(f"the daemon exited:\n{daemon.log_text()[-2000:]}")
+                time.sleep(0.05)
+        finally:
+            daemon.stop()
+    if not posts:
+        raise RuntimeError("the daemon sent nothing within 300 s of its start")
+    return min(arrived for arrived, _received, _name in posts) - began
+
+
+def _url(store: Store) -> str:
+    return store.engine.url.render_as_string(hide_password=False)
+
+
 @contextmanager
 def _filled(database: Database, folder: Path, jobs: list[str], fires: int, end: datetime) -> Iterator[Store]:
     with database(folder) as url:
@@ -169,8 +214,16 @@ def _filled(database: Database, folder: Path, jobs: list[str], fires: int, end: 
             engine.dispose()
 
 
-def measure(database: Database, folder: Path, *, jobs: int, fires: int) -> tuple[list[QueryTime], float]:
-    """Time every operation on ``fires`` fires of history and on the baseline; returns them and the fill's time."""
+@dataclass(frozen=True)
+class Measured:
+    queries: list[QueryTime]
+    filled: float  # seconds the two fills took
+    startup: float  # seconds from start to the first POST, on the long history
+    startup_base: float  # the same on the baseline
+
+
+def measure(database: Database, folder: Path, *, jobs: int, fires: int) -> Measured:
+    """Time every operation on ``fires`` fires of history and on the baseline, then the daemon's start-up on each."""
     names = job_names("job-", jobs)
     end = datetime.now(UTC).replace(microsecond=0)
     times: dict[str, dict[str, list[float]]] = {"big": {}, "base": {}}
@@ -191,7 +244,12 @@ def measure(database: Database, folder: Path, *, jobs: int, fires: int) -> tuple
                     took = time.perf_counter() - start
                     if repeat:  # the first round warms the caches
                         times[which].setdefault(name, []).append(took)
-    return [
+        urls = {
+            which: str(ctx.store.engine.url.render_as_string(hide_password=False)) for which, ctx in contexts.items()
+        }
+        started = {which: startup(url, names, folder / f"{which}-daemon") for which, url in urls.items()}
+    queries = [
         QueryTime(name, when, statistics.median(times["big"][name]), statistics.median(times["base"][name]))
         for name, when, _operation in OPERATIONS
-    ], filled
+    ]
+    return Measured(queries, filled, started["big"], started["base"])
