@@ -369,13 +369,12 @@ HEAVY = (
     "httpx",
     "apprise",
     "apscheduler",
-    "rich",
     "pydantic",
     "pydantic_settings",
 )
 SETTINGS = {"pydantic", "pydantic_settings"}
 CONFIG = {"scheduler.config", "pydantic", "apscheduler"}
-DATABASE = {"scheduler.store", "sqlalchemy", "rich"}
+DATABASE = {"scheduler.store", "sqlalchemy"}
 
 
 @pytest.mark.parametrize(
