@@ -34,6 +34,7 @@ from bench.firelag import (
     physical_limit,
 )
 from bench.idle import idle_run
+from bench.page import page_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
 from bench.steady import RUN_DURATION, steady_run
@@ -49,6 +50,7 @@ NAMES = (
     "verdicts",
     "steady",
     "postgres",
+    "page",
 )
 
 
@@ -69,6 +71,7 @@ class Sizes:
     steady: tuple[int, int]  # (jobs every minute, slots measured)
     validate: tuple[int, ...]  # jobs in each generated file
     validate_repeats: int
+    page: tuple[int, int, float]  # (jobs, fires of history, seconds per window)
 
 
 DEFAULT = Sizes(
@@ -85,6 +88,7 @@ DEFAULT = Sizes(
     steady=(200, 2),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=1,
+    page=(1000, 100_000, 30),
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -100,6 +104,7 @@ FULL = Sizes(
     steady=(1000, 3),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=3,
+    page=(1000, 1_000_000, 60),
 )
 
 
@@ -564,6 +569,53 @@ def bench_postgres(sizes: Sizes, report: Report, url: str | None) -> None:
     }
 
 
+PAGE_TARGET = 0.300  # seconds for GET / (p95)
+PAGE_LAG = 0.010  # fire lag a tab may add, at p99
+
+
+def bench_page(sizes: Sizes, report: Report) -> None:
+    jobs, fires, window = sizes.page
+    say(f"page: GET / and /api/jobs with {jobs:,} jobs and {fires:,} fires of history, fire lag meanwhile")
+    result = page_run(jobs, fires, window=window)
+    page, busy, empty, api = result.page, result.page_busy, result.page_empty, result.api
+    report.rows.append(
+        Row(
+            f"status page, GET / with {jobs:,} jobs and {fires:,} fires (one page of 100 jobs)",
+            f"median {seconds(page.median)} · p95 {seconds(page.p95)} · {page.bytes / 1024:.0f} KB "
+            f"({page.count} requests, one a second) · back to back: median {seconds(busy.median)}, p95 "
+            f"{seconds(busy.p95)}, daemon CPU {result.cpu_per_page * 1000:.0f} ms a page "
+            f"({result.cpu_per_page / 10:.1%} of a core per tab refreshing every 10 s)" + _errors(result.errors),
+            f"same jobs, empty database: median {seconds(empty.median)} · p95 {seconds(empty.p95)} · "
+            f"{empty.bytes / 1024:.0f} KB",
+            f"{ratio(page.median, empty.median)} (median)",
+            f"p95 < {seconds(PAGE_TARGET)}",
+            page.p95 < PAGE_TARGET,
+        )
+    )
+    report.rows.append(
+        Row(
+            f"/api/jobs with {jobs:,} jobs and {fires:,} fires (every job)",
+            f"median {seconds(api.median)} · p95 {seconds(api.p95)} · {api.bytes / 1024:.0f} KB ({api.count} requests)",
+            f"GET / (100 jobs), same run: median {seconds(page.median)}",
+            f"{ratio(api.median, page.median)} (median)",
+            "",
+        )
+    )
+    added = result.tab.p99 - result.quiet.p99
+    report.rows.append(
+        Row(
+            f"fire lag of a job every second while GET / is asked once a second ({window:.0f} s windows)",
+            f"{result.tab.text()} (each request sent 50 ms before a slot) · back to back: {result.loaded.text()}",
+            f"same daemon, same run, no page requests: {result.quiet.text()}",
+            f"{ratio(result.tab.p99, result.quiet.p99)} (p99; {added * 1000:+.0f} ms), back to back "
+            f"{ratio(result.loaded.p99, result.quiet.p99)}",
+            f"p99 within +{seconds(PAGE_LAG)}",
+            added <= PAGE_LAG,
+        )
+    )
+    report.raw["page"] = dataclasses.asdict(result)
+
+
 # -- output -----------------------------------------------------------------------------------------------
 
 COLUMNS = ("benchmark", "ours", "baseline (same run)", "ratio", "target", "")
@@ -668,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": lambda: bench_verdicts(sizes, report),
         "steady": lambda: bench_steady(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
+        "page": lambda: bench_page(sizes, report),
     }
     began = time.monotonic()
     for name in args.only or NAMES:
