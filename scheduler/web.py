@@ -273,11 +273,15 @@ class WebServer:
 
 def page_view(query: Mapping[str, str]) -> tuple[View, int]:
     """The view the page is asked for, and its page number; what a person mistyped is read as the default."""
-    state = query.get("state", "")
     page = query.get("page", "")
     number = int(page) if page.isdigit() and 0 < int(page) <= 10**6 else 1
-    view = View(q=query.get("q", "").strip()[:100], failing=state == "failing")
-    return replace(view, offset=(number - 1) * PER_PAGE, limit=PER_PAGE), number
+    view = View(
+        q=query.get("q", "").strip()[:100],
+        failing=query.get("state") == "failing",
+        offset=(number - 1) * PER_PAGE,
+        limit=PER_PAGE,
+    )
+    return view, number
 
 
 async def snapshot(daemon: Daemon, api: Api, request: web.Request, *, refresh: int) -> Snapshot:
