@@ -265,9 +265,11 @@ class WebServer:
         """One page of the jobs at a glance (``?page=``, ``?q=``, ``?state=failing``); refreshes itself.
 
         The daemon's state is read on the loop, the database in a thread, and the page, a pure function of what
-        was read, is drawn in a thread too: the loop is held only for the reading of one page's jobs.
+        was read, is drawn in a thread too: the loop is held only for the reading of one page's jobs. Each step
+        waits for a fire about to fall due to be sent first (``Api.after_due_fires``).
         """
         shown = await snapshot(self.daemon, self.api, request, refresh=self.refresh)
+        await self.api.after_due_fires()
         return _html(await asyncio.to_thread(render, shown))
 
 
