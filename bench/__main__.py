@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
+from bench.cli import database_commands, quick_commands
 from bench.configload import load_run, reload_run, validate_run
-from bench.databases import postgres, sqlite
+from bench.databases import Database, postgres, sqlite
 from bench.firelag import (
     CONCURRENCY,
     FLOOR_PATIENCE,
@@ -37,6 +38,7 @@ from bench.idle import idle_run
 from bench.page import page_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
+from bench.queries import BASE_PER_JOB, Measured, QueryTime, measure
 from bench.steady import RUN_DURATION, steady_run
 
 NAMES = (
@@ -50,6 +52,8 @@ NAMES = (
     "verdicts",
     "steady",
     "postgres",
+    "queries",
+    "cli",
     "page",
 )
 
@@ -71,7 +75,9 @@ class Sizes:
     steady: tuple[int, int]  # (jobs every minute, slots measured)
     validate: tuple[int, ...]  # jobs in each generated file
     validate_repeats: int
-    page: tuple[int, int, float]  # (jobs, fires of history, seconds per window)
+    history: tuple[int, int]  # (jobs, fires) of the long history the queries, jobs and history are timed on
+    cli_repeats: int
+    page_window: float  # seconds of each window of the page benchmark (on the ``history`` database)
 
 
 DEFAULT = Sizes(
@@ -88,7 +94,9 @@ DEFAULT = Sizes(
     steady=(200, 2),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=1,
-    page=(1000, 100_000, 30),
+    history=(1000, 100_000),
+    cli_repeats=7,
+    page_window=30,
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -104,7 +112,9 @@ FULL = Sizes(
     steady=(1000, 3),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=3,
-    page=(1000, 1_000_000, 60),
+    history=(1000, 1_000_000),
+    cli_repeats=11,
+    page_window=60,
 )
 
 
@@ -574,7 +584,7 @@ PAGE_LAG = 0.010  # fire lag a tab may add, at p99
 
 
 def bench_page(sizes: Sizes, report: Report) -> None:
-    jobs, fires, window = sizes.page
+    (jobs, fires), window = sizes.history, sizes.page_window
     say(f"page: GET / and /api/jobs with {jobs:,} jobs and {fires:,} fires of history, fire lag meanwhile")
     result = page_run(jobs, fires, window=window)
     page, busy, empty, api = result.page, result.page_busy, result.page_empty, result.api
@@ -616,6 +626,55 @@ def bench_page(sizes: Sizes, report: Report) -> None:
     report.raw["page"] = dataclasses.asdict(result)
 
 
+def bench_queries(sizes: Sizes, report: Report, url: str | None) -> None:
+    jobs, fires = sizes.history
+    backends: dict[str, Database] = {"SQLite": sqlite}
+    if url:
+        backends["PostgreSQL"] = postgres(url)
+    measured: dict[str, list[QueryTime]] = {}
+    started: dict[str, Measured] = {}
+    for label, database in backends.items():
+        say(f"queries: {label}, {fires:,} fires of {jobs:,} jobs against {jobs * BASE_PER_JOB:,} (filling both)")
+        with procs.scratch_folder("queries") as folder:
+            started[label] = measure(database, folder, jobs=jobs, fires=fires)
+        measured[label] = started[label].queries
+        report.notes.append(f"queries: {label} filled with {fires:,} fires in {started[label].filled:.0f} s")
+    if not url:
+        report.notes.append("queries: PostgreSQL not measured (no --postgres URL)")
+    for index, first in enumerate(measured["SQLite"]):
+        times = {label: rows[index] for label, rows in measured.items()}
+        report.rows.append(
+            Row(
+                f"query on {fires:,} fires: {first.name} ({first.when})",
+                " · ".join(f"{label} {row.big * 1000:.2f} ms" for label, row in times.items()),
+                f"same, {jobs * BASE_PER_JOB:,} fires: "
+                + " · ".join(f"{label} {row.base * 1000:.2f} ms" for label, row in times.items()),
+                " · ".join(f"{row.ratio:.2f}x" for row in times.values()),
+                "< 3x",
+                all(row.ratio < 3 for row in times.values()),
+            )
+        )
+    report.rows.append(
+        Row(
+            f"start-up to the first POST on {fires:,} fires ({jobs:,} jobs looked at for missed slots)",
+            " · ".join(f"{label} {seconds(run.startup)}" for label, run in started.items()),
+            f"same, {jobs * BASE_PER_JOB:,} fires: "
+            + " · ".join(f"{label} {seconds(run.startup_base)}" for label, run in started.items()),
+            " · ".join(ratio(run.startup, run.startup_base) for run in started.values()),
+            "< 3x",
+            all(run.startup < 3 * run.startup_base for run in started.values()),
+        )
+    )
+    report.raw["queries"] = {
+        label: {
+            "queries": [dataclasses.asdict(row) for row in run.queries],
+            "startup": run.startup,
+            "startup_base": run.startup_base,
+        }
+        for label, run in started.items()
+    }
+
+
 # -- output -----------------------------------------------------------------------------------------------
 
 COLUMNS = ("benchmark", "ours", "baseline (same run)", "ratio", "target", "")
@@ -643,6 +702,30 @@ def markdown_table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(text) for text in _cells(row)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def bench_cli(sizes: Sizes, report: Report) -> None:
+    say(f"cli: --version, --help, check, validate of a small file, {sizes.cli_repeats} times each")
+    with procs.scratch_folder("cli") as folder:
+        start, *quick = quick_commands(folder, repeats=sizes.cli_repeats)
+        jobs, fires = sizes.history
+        say(f"cli: jobs and history on {fires:,} fires of {jobs:,} jobs (filling the database first)")
+        on_history, filled = database_commands(folder, jobs=jobs, fires=fires, repeats=sizes.cli_repeats)
+    report.notes.append(f"cli: the SQLite database of jobs and history filled with {fires:,} fires in {filled:.0f} s")
+    listed, shown, validated = on_history
+    besides = {listed.label: f" · validate of the same jobs.toml alone {seconds(validated.wall)}"}
+    for command, target in [*((command, 0.3) for command in quick), (listed, 0.5), (shown, 0.5)]:
+        report.rows.append(
+            Row(
+                f"cli, `cekura-scheduler {command.label}`",
+                f"wall {seconds(command.wall)} (CPU {seconds(command.cpu)}){besides.get(command.label, '')}",
+                f"`python -c pass`: wall {seconds(start.wall)} (CPU {seconds(start.cpu)})",
+                ratio(command.wall, start.wall),
+                f"< {target:g} s",
+                command.wall < target,
+            )
+        )
+    report.raw["cli"] = [dataclasses.asdict(command) for command in [start, *quick, *on_history]]
 
 
 def machine() -> str:
@@ -720,6 +803,8 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": lambda: bench_verdicts(sizes, report),
         "steady": lambda: bench_steady(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
+        "queries": lambda: bench_queries(sizes, report, args.postgres),
+        "cli": lambda: bench_cli(sizes, report),
         "page": lambda: bench_page(sizes, report),
     }
     began = time.monotonic()

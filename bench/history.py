@@ -1,9 +1,10 @@
 """A database with a long history: fires (and their runs and alerts) shaped as the daemon writes them, in bulk.
 
 ``fill`` brings a database to the newest schema and writes ``fires`` fires spread over ``jobs`` jobs, oldest
-first, so that ids grow with time as they do in a running daemon: every job fires once per ``every``, most fires
-passed with two runs each, one in twenty failed (with an alert in the outbox, delivered), one in fifty skipped.
-The newest slot of each job is the one just before ``end``. Nothing is left in flight.
+first, so that ids grow with time as they do in a running daemon: every job fires once per ``every``. Most fires
+passed with two runs each; one in fifty was skipped; one in twenty failed, with its incident (resolved by the
+job's next fire) and both alerts delivered. Each job's newest slot is the one just before ``end``. Nothing is left
+in flight.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 
 from scheduler.schedules import submission_name
-from scheduler.store import OutboxRow, create_db_engine, upgrade_database
+from scheduler.store import IncidentRow, OutboxRow, create_db_engine, upgrade_database
 from scheduler.store.schema import FIRES, RUNS
 
 CHUNK = 20_000  # rows per INSERT batch: one transaction each, so a big fill does not hold one huge one
@@ -45,14 +46,20 @@ def fill(
             next_id = (connection.scalar(select(func.max(FIRES.c.id))) or 0) + 1
         for batch in _chunks(_fires(jobs, fires, first, every, next_id), CHUNK):
             runs = [run for fire in batch for run in _runs(fire)]
-            outbox = [_alert(fire) for fire in batch if fire["outcome"] == "failed"]
+            failed = [fire for fire in batch if fire["outcome"] == "failed"]
             with engine.begin() as connection:
                 connection.execute(insert(FIRES), batch)
                 connection.execute(insert(RUNS), runs)
-                if outbox:
-                    connection.execute(insert(OutboxRow), outbox)
+                if failed:
+                    connection.execute(insert(IncidentRow), [_incident(fire, every) for fire in failed])
+                    alerts = [_alert(fire, kind, every) for fire in failed for kind in ("opened", "resolved")]
+                    connection.execute(insert(OutboxRow), alerts)
         if engine.dialect.name == "postgresql":
             with engine.connect() as connection:
+                for table in ("fires", "incidents"):  # their ids were given: move the sequences past them
+                    connection.exec_driver_sql(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+                    )
                 connection.exec_driver_sql("ANALYZE")  # what autovacuum would do soon after such a load
                 connection.commit()
     finally:
@@ -138,14 +145,32 @@ def _runs(fire: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _alert(fire: dict[str, Any]) -> dict[str, Any]:
-    at = fire["finished_at"]
+def _incident(fire: dict[str, Any], every: timedelta) -> dict[str, Any]:
+    """The incident a failure opened, resolved by the job's next fire (which passed)."""
+    return {
+        "id": fire["id"],
+        "scope": "job",
+        "subject": fire["job"],
+        "channel": "ops",
+        "open_key": None,
+        "opened_at": fire["finished_at"],
+        "failing_since": fire["slot"],
+        "resolved_at": fire["finished_at"] + every,
+        "notified_at": fire["finished_at"],
+        "last_notified_at": fire["finished_at"],
+        "detail": "",
+    }
+
+
+def _alert(fire: dict[str, Any], kind: str, every: timedelta) -> dict[str, Any]:
+    """The message of an incident's opening or resolution, delivered."""
+    at = fire["finished_at"] + (every if kind == "resolved" else timedelta(0))
     return {
         "created_at": at,
         "channel": "ops",
-        "kind": "opened",
-        "incident_id": None,
-        "payload": json.dumps({"job": fire["job"], "outcome": "failed"}),
+        "kind": kind,
+        "incident_id": fire["id"],
+        "payload": json.dumps({"job": fire["job"], "outcome": "failed" if kind == "opened" else "passed"}),
         "state": "sent",
         "attempts": 1,
         "next_attempt_at": at,

@@ -165,7 +165,7 @@ class Daemon:
     process: subprocess.Popen[bytes]
     log: Path
     profiler: subprocess.Popen[bytes] | None = None
-    url: str = ""  # its HTTP server (status page, API), on 127.0.0.1
+    http_addr: str = ""  # its SCHEDULER_HTTP_ADDR
 
     @property
     def pid(self) -> int:
@@ -198,19 +198,19 @@ class Daemon:
 def start_daemon(folder: Path, *, simulator_url: str, database_url: str, config: Path, name: str = "daemon") -> Daemon:
     """Start ``python -m scheduler run`` (what ``cekura-scheduler run`` is) on a config, against the simulator."""
     log = folder / f"{name}.log"
-    port = free_port()
+    address = f"127.0.0.1:{free_port()}"
     env = clean_environment(
         CEKURA_API_KEY=API_KEY,
         CEKURA_BASE_URL=simulator_url,
         SCHEDULER_CONFIG=str(config),
         SCHEDULER_DATABASE_URL=database_url,
-        SCHEDULER_HTTP_ADDR=f"127.0.0.1:{port}",
+        SCHEDULER_HTTP_ADDR=address,
     )
     with log.open("wb") as stderr:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", "scheduler", "run"], cwd=folder, env=env, stderr=stderr, stdout=subprocess.DEVNULL
         )
-    return Daemon(process=process, log=log, profiler=_profile(process.pid, name), url=f"http://127.0.0.1:{port}")
+    return Daemon(process=process, log=log, profiler=_profile(process.pid, name), http_addr=address)
 
 
 def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:

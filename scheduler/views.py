@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scheduler.store import Fire, Hold, Incident
+if TYPE_CHECKING:  # for annotations alone: validate shows instants without loading SQLAlchemy
+    from scheduler.store import Fire, Hold, Incident
 
 
 def iso(instant: datetime | None) -> str | None:

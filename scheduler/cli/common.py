@@ -1,4 +1,8 @@
-"""What the commands share: settings, config and store that fail in one line, the daemon, tables and times."""
+"""What the commands share: settings, config and store that fail in one line, the daemon, tables and times.
+
+The config (pydantic models, APScheduler) and the daemon are imported where they are used: ``history`` reads only
+the settings and the database.
+"""
 
 from __future__ import annotations
 
@@ -24,15 +28,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler import redaction
 from scheduler.cli import options
-from scheduler.config import Config, ConfigSource, load_config
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
 from scheduler.logs import configure_logging
-from scheduler.schedules import parse_duration
 from scheduler.settings import Settings, load_settings
 from scheduler.store import Fire, Store, create_db_engine, upgrade_database
 from scheduler.views import outcome_word
 
 if TYPE_CHECKING:
+    from scheduler.config import Config, ConfigSource
     from scheduler.daemon import Daemon
 
 
@@ -55,6 +58,8 @@ def daemon_settings() -> tuple[Settings, SecretStr]:
 
 
 def read_config(path: Path) -> Config:
+    from scheduler.config import load_config
+
     return loaded(lambda: load_config(path, env=os.environ))
 
 
@@ -166,6 +171,8 @@ def until(now: datetime, duration: str | None) -> datetime | None:
     """``now`` plus ``--for``, or None (open-ended); a bad duration is one line."""
     if not duration:
         return None
+    from scheduler.schedules import parse_duration
+
     try:
         return now + parse_duration(duration)
     except (ValueError, OverflowError) as error:
@@ -186,6 +193,8 @@ def configured_job(settings: Settings, job: str) -> None:
 
 
 def config_with(path: Path, extra_env: dict[str, str]) -> Config:
+    from scheduler.config import load_config
+
     try:
         return load_config(path, env={**os.environ, **extra_env})
     except ConfigError as error:  # pragma: no cover - the packaged demo config is tested

@@ -39,6 +39,7 @@ class MissedSlots:
         except StoreError as error:
             await rt.problem(DATABASE_DOWN, f"Cannot read the database at start: {error}")
             return
+        expected: dict[str, tuple[Job, list[datetime]]] = {}
         for job in jobs:
             if job.name not in bounds:
                 continue  # a new job: nothing was missed
@@ -53,14 +54,15 @@ class MissedSlots:
                     MAX_CATCH_UP_SLOTS,
                     extra={"job": job.name},
                 )
-            if not slots:
-                continue
-            try:
-                recorded = await rt.db(rt.store.recorded_slots, job.name, since=slots[0])
-            except StoreError as error:
-                await rt.problem(DATABASE_DOWN, f"Cannot read the database at start: {error}")
-                return
-            missed = [slot for slot in slots if slot not in recorded]
+            if slots:
+                expected[job.name] = (job, slots)
+        try:
+            recorded = await rt.db(rt.store.recorded_slots, {name: slots[0] for name, (_, slots) in expected.items()})
+        except StoreError as error:
+            await rt.problem(DATABASE_DOWN, f"Cannot read the database at start: {error}")
+            return
+        for name, (job, slots) in expected.items():
+            missed = [slot for slot in slots if slot not in recorded[name]]
             if missed:
                 await self.apply(job, missed, now)
 

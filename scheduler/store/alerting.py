@@ -42,10 +42,26 @@ class IncidentRow(Base):
     last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
 
+    __table_args__ = (
+        # The open incidents of a job, read with every verdict: only the open ones are in this index, so the
+        # lookup does not grow with the incidents of the past.
+        Index(
+            "ix_incidents_open",
+            "scope",
+            "subject",
+            sqlite_where=open_key.is_not(None),
+            postgresql_where=open_key.is_not(None),
+        ),
+        Index("ix_incidents_resolved_at", "resolved_at"),  # pruning
+    )
+
 
 class OutboxRow(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_state_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_state_due", "state", "next_attempt_at"),
+        Index("ix_outbox_created_at", "created_at"),  # pruning
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -292,7 +308,8 @@ class AlertingQueries(Sessions):
         """Every incident open now (budget notices excluded unless asked for)."""
         with self._session("listing open incidents") as session:
             query = select(IncidentRow).where(IncidentRow.open_key.is_not(None)).order_by(IncidentRow.id)
-            query = query.where(IncidentRow.scope == scope) if scope else query.where(IncidentRow.scope != "budget")
+            scopes = [scope] if scope else ["job", "daemon"]  # listed, not "!= budget": ix_incidents_open serves it
+            query = query.where(IncidentRow.scope.in_(scopes))
             return [_incident(row) for row in session.scalars(query)]
 
     def notify_incident(self, incident_id: int, *, notice: Notice, at: datetime, opening: bool) -> bool:

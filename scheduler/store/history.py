@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, column, delete, func, select, true, values
+from sqlalchemy import Select, bindparam, column, delete, select, true, values
 
 from scheduler.redaction import redact
-from scheduler.store.alerting import IncidentRow, OutboxRow
+from scheduler.store.alerting import FAILED_DELIVERY, PENDING, IncidentRow, OutboxRow
 from scheduler.store.database import Sessions
 from scheduler.store.schema import (
     CLAIMED,
-    FINISHED,
     FIRES,
-    SKIPPED,
     SUBMITTED,
     ConfigChange,
     ConfigChangeRow,
@@ -26,6 +24,13 @@ from scheduler.store.schema import (
     RunRow,
     _fire,
 )
+
+_SCHEDULED = (FIRES.c.job == bindparam("b_job"), FIRES.c.trigger == "schedule")
+_SLOT_BOUNDS = select(
+    select(FIRES.c.slot).where(*_SCHEDULED).order_by(FIRES.c.slot.asc()).limit(1).scalar_subquery(),
+    select(FIRES.c.slot).where(*_SCHEDULED).order_by(FIRES.c.slot.desc()).limit(1).scalar_subquery(),
+)
+_RECORDED_SLOTS = select(FIRES.c.slot).where(*_SCHEDULED, FIRES.c.slot >= bindparam("b_since"))
 
 _NAMES_PER_QUERY = 500  # names in one statement: well under every backend's limit of bound parameters
 _FIELDS = [field.name for field in dataclasses.fields(Fire) if field.name != "runs"]  # columns, in Fire's order
@@ -76,18 +81,20 @@ class HistoryQueries(Sessions):
             return [_fire(row) for row in rows]
 
     def in_flight_by_job(self, jobs: Sequence[str]) -> dict[str, list[Fire]]:
-        """The fires of these jobs that are claimed or whose result is still running, by job (one query)."""
+        """The fires of these jobs that are claimed or whose result is still running, by job (one query).
+
+        Read by state alone (``ix_fires_state_lease``): the fires in flight are few whatever the history holds, while a
+        job's rows are all of its history.
+        """
         if not jobs:
             return {}
+        wanted = set(jobs)
         with self._session("checking which jobs are running") as session:
-            rows = session.scalars(
-                select(FireRow)
-                .where(FireRow.job.in_(list(jobs)), FireRow.state.in_([CLAIMED, SUBMITTED]))
-                .order_by(FireRow.id)
-            )
+            rows = session.scalars(select(FireRow).where(FireRow.state.in_([CLAIMED, SUBMITTED])).order_by(FireRow.id))
             busy: dict[str, list[Fire]] = {}
             for row in rows:
-                busy.setdefault(row.job, []).append(_fire(row))
+                if row.job in wanted:
+                    busy.setdefault(row.job, []).append(_fire(row))
             return busy
 
     def recent_fires(self, *, job: str | None = None, limit: int = 20) -> list[Fire]:
@@ -144,23 +151,28 @@ class HistoryQueries(Sessions):
         return select(*columns).select_from(listed).join(FIRES, FIRES.c.id.in_(ids.scalar_subquery()))
 
     def slot_bounds(self, jobs: Sequence[str]) -> dict[str, tuple[datetime, datetime]]:
-        """The oldest and newest scheduled slot recorded for each of these jobs (claimed, finished or skipped)."""
-        with self._session("reading the jobs' recorded slots") as session:
-            rows = session.execute(
-                select(FireRow.job, func.min(FireRow.slot), func.max(FireRow.slot))
-                .where(FireRow.job.in_(list(jobs)), FireRow.trigger == "schedule")
-                .group_by(FireRow.job)
-            )
-            return {job: (first, last) for job, first, last in rows if first is not None and last is not None}
+        """The oldest and newest scheduled slot recorded for each of these jobs (claimed, finished or skipped).
 
-    def recorded_slots(self, job: str, *, since: datetime) -> set[datetime]:
-        """The scheduled slots of a job that have a row, from ``since`` on."""
-        with self._session(f"reading {job}'s recorded slots") as session:
-            return set(
-                session.scalars(
-                    select(FireRow.slot).where(FireRow.job == job, FireRow.trigger == "schedule", FireRow.slot >= since)
-                )
-            )
+        Two index lookups per job in one transaction (the unique (job, slot) index, read from either end): a
+        ``min``/``max`` grouped by job would read every row of every job.
+        """
+        bounds: dict[str, tuple[datetime, datetime]] = {}
+        with self._session("reading the jobs' recorded slots") as session:
+            connection = session.connection()
+            for job in jobs:
+                first, last = connection.execute(_SLOT_BOUNDS, {"b_job": job}).one()
+                if first is not None and last is not None:
+                    bounds[job] = (first, last)
+        return bounds
+
+    def recorded_slots(self, since: Mapping[str, datetime]) -> dict[str, set[datetime]]:
+        """The scheduled slots that have a row, of each job from its own ``since`` on (one transaction)."""
+        with self._session("reading the jobs' recorded slots") as session:
+            connection = session.connection()
+            return {
+                job: set(connection.scalars(_RECORDED_SLOTS, {"b_job": job, "b_since": start}))
+                for job, start in since.items()
+            }
 
     def record_config_change(self, *, at: datetime, path: str, digest: str, valid: bool, summary: str) -> None:
         """Remember a version of the config file: applied, with its diff, or rejected, with its errors."""
@@ -178,7 +190,7 @@ class HistoryQueries(Sessions):
             )
 
     def prune(self, *, before: datetime, batch: int = 500) -> int:
-        """Delete one batch of finished or skipped fires (with their runs) whose slot is before ``before``,
+        """Delete one batch of finished or skipped fires (with their runs) fired before ``before``,
         and the delivered or cancelled alerts and resolved incidents older than that; returns the fires deleted.
 
         Call it until it returns less than ``batch``: short transactions keep the daemon's own writes flowing.
@@ -187,8 +199,10 @@ class HistoryQueries(Sessions):
             ids = list(
                 session.scalars(
                     select(FireRow.id)
-                    .where(FireRow.slot < before, FireRow.state.in_([FINISHED, SKIPPED]))
-                    .order_by(FireRow.id)
+                    # Written as "not in flight" rather than "finished or skipped" (the same fires), so that the
+                    # plan walks ix_fires_fired_at and reads only the rows it deletes, not every finished one.
+                    .where(FireRow.fired_at < before, FireRow.state.not_in([CLAIMED, SUBMITTED]))
+                    .order_by(FireRow.fired_at)
                     .limit(batch)
                 )
             )
@@ -197,8 +211,9 @@ class HistoryQueries(Sessions):
                 session.execute(delete(FireRow).where(FireRow.id.in_(ids)))
             outbox = list(
                 session.scalars(
-                    select(OutboxRow.id)
-                    .where(OutboxRow.created_at < before, OutboxRow.state.in_(["sent", "cancelled"]))
+                    select(OutboxRow.id)  # sent or cancelled, written so that ix_outbox_created_at serves it
+                    .where(OutboxRow.created_at < before, OutboxRow.state.not_in([PENDING, FAILED_DELIVERY]))
+                    .order_by(OutboxRow.created_at)
                     .limit(batch)
                 )
             )

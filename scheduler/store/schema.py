@@ -62,10 +62,12 @@ class FireRow(Base):
     __tablename__ = "fires"
     __table_args__ = (
         UniqueConstraint("job", "slot", name="uq_fires_job_slot"),
-        Index("ix_fires_state", "state"),
         Index("ix_fires_job_id", "job", "id"),
-        Index("ix_fires_state_lease", "state", "lease_until"),
+        Index("ix_fires_state_lease", "state", "lease_until"),  # also the fires in a state (in flight)
         Index("ix_fires_result_id", "result_id"),  # a webhook names its result
+        # The day's runs of a job and of all jobs (max_runs_per_day), and pruning by age: ranges of fired_at.
+        Index("ix_fires_job_fired_at", "job", "fired_at"),
+        Index("ix_fires_fired_at", "fired_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -15,12 +15,13 @@ from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 from click.testing import CliRunner
 
 from scheduler.cli import main
-from scheduler.settings import Settings
+from scheduler.settings import Settings, environment_variables
 from scheduler.simulator import Simulator
 from scheduler.store import Store, create_db_engine
 from scheduler.web import WebServer
@@ -357,19 +358,55 @@ def test_check_with_a_timeout_that_is_not_a_number_is_a_usage_error(tmp_path: Pa
     assert result.stdout == ""
 
 
-def test_check_loads_neither_the_daemon_nor_the_database(tmp_path: Path) -> None:
-    """Docker asks every 30 s: the probe must stay cheap."""
+# What a command may load of the heavy libraries, when it is asked for (the rest of this list it must not load).
+HEAVY = (
+    "scheduler.daemon",
+    "scheduler.config",
+    "scheduler.store",
+    "sqlalchemy",
+    "alembic",
+    "aiohttp",
+    "httpx",
+    "apprise",
+    "apscheduler",
+    "rich",
+    "pydantic",
+    "pydantic_settings",
+)
+SETTINGS = {"pydantic", "pydantic_settings"}
+CONFIG = {"scheduler.config", "pydantic", "apscheduler"}
+DATABASE = {"scheduler.store", "sqlalchemy", "rich"}
+
+
+@pytest.mark.parametrize(
+    ("args", "may_load"),
+    [
+        (["--version"], set()),
+        (["--help"], set()),
+        (["check", "--help"], set()),
+        (["check", "--timeout", "0.5"], SETTINGS),  # Docker asks every 30 s: the probe must stay cheap
+        (["validate", "{config}"], CONFIG),
+        (["validate"], CONFIG | SETTINGS),
+        (["history"], SETTINGS | DATABASE),  # not Alembic: the schema is current
+        (["jobs"], SETTINGS | DATABASE | CONFIG),
+    ],
+)
+def test_a_command_loads_only_what_it_uses(tmp_path: Path, args: list[str], may_load: set[str]) -> None:
+    """The help, the probe and validate answer at once; jobs and history do not load the daemon or Alembic."""
+    env = environment(tmp_path, SCHEDULER_HTTP_ADDR=f"127.0.0.1:{free_port()}")
+    assert cli("db", "upgrade", env=env).returncode == 0
+    args = [arg.format(config=tmp_path / "jobs.toml") for arg in args]
     probe = (
-        "import sys\n"
+        "import json, sys\n"
         "from click.testing import CliRunner\n"
         "from scheduler.cli import main\n"
-        "result = CliRunner().invoke(main, ['check', '--timeout', '0.5'])\n"
-        "heavy = ('scheduler.daemon', 'scheduler.store', 'sqlalchemy', 'aiohttp', 'apprise', 'rich', 'httpx')\n"
-        "print(result.exit_code, sorted(name for name in heavy if name in sys.modules))\n"
+        f"result = CliRunner().invoke(main, {args!r})\n"
+        f"print(json.dumps([result.exit_code, [name for name in {HEAVY!r} if name in sys.modules]]))\n"
     )
-    env = environment(tmp_path, SCHEDULER_HTTP_ADDR=f"127.0.0.1:{free_port()}")
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip() == "1 []", result.stderr  # nobody listens: unhealthy, and nothing heavy loaded
+    exit_code, loaded = json.loads(result.stdout)
+    assert exit_code == (1 if "--timeout" in args else 0), result.stderr  # check: nobody listens, so unhealthy
+    assert set(loaded) <= may_load, f"{args} loaded {sorted(set(loaded) - may_load)}"
 
 
 # Every command that reads the jobs file or the database, as typed after `cekura-scheduler`.
@@ -440,12 +477,32 @@ def test_every_command_that_reads_settings_takes_config_and_database() -> None:
 
 
 def test_help_lists_every_environment_variable_and_the_exit_codes() -> None:
-    shown = " ".join(CliRunner().invoke(main, ["--help"]).stdout.split())
-    variables = [info.validation_alias.choices[0] for info in Settings.model_fields.values()]  # type: ignore[union-attr]
-    assert len(variables) == 11
-    for variable in [*variables, "USER"]:
-        assert f" {variable} " in shown, variable
+    output = CliRunner().invoke(main, ["--help"]).stdout
+    shown = " ".join(output.split())
+    rows = environment_variables()  # the settings' own names, words and defaults
+    assert len(rows) == len(Settings.model_fields) == 11
+    for variable, about in [*rows, ("USER", "who pauses or silences a job")]:
+        assert f" {variable} {about}" in shown, variable
+    section = output.partition("\nEnvironment")[2].partition("\n\n")[0].splitlines()[1:]
+    listed = [line.split()[0] for line in section if line.startswith("  ") and not line.startswith("   ")]
+    assert listed == [variable for variable, _ in rows] + ["USER", "${VAR}"]  # nothing more, nothing stale
     assert "Exit codes: 0 done;" in shown and " 1 it failed:" in shown and " 2 a usage error:" in shown
+
+
+def test_help_lists_each_command_as_its_own_help_begins() -> None:
+    """--help lists the commands without importing them: what it says of each is the command's own first words."""
+    context = click.Context(main)
+    for name in main.list_commands(context):
+        command = main.get_command(context, name)
+        assert command is not None
+        own = [(name, command.get_short_help_str(limit)) for limit in (20, 45, 10_000)]
+        listed = []
+        for limit in (20, 45, 10_000):
+            formatter = click.HelpFormatter(width=limit + 6 + max(map(len, main.list_commands(context))))
+            main.format_commands(context, formatter)
+            line = next(line for line in formatter.getvalue().splitlines() if line.split()[:1] == [name])
+            listed.append((name, line.split(None, 1)[1]))
+        assert listed == own
 
 
 def test_version_is_the_installed_one() -> None:

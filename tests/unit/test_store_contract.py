@@ -397,7 +397,10 @@ def test_the_slots_already_recorded_are_known_so_none_is_fired_twice(store: Stor
         endpoint="run_scenarios",
         runs_requested=1,
     )
-    assert store.recorded_slots("nightly", since=minutes[1]) == {minutes[1], minutes[3]}
+    assert store.recorded_slots({"nightly": minutes[1], "idle": minutes[0]}) == {
+        "nightly": {minutes[1], minutes[3]},
+        "idle": set(),
+    }
     assert store.slot_bounds(["nightly", "idle"]) == {"nightly": (minutes[0], minutes[3])}
 
 
@@ -412,9 +415,11 @@ def test_the_latest_config_version_is_the_one_shown(store: Store) -> None:
 
 def test_prune_deletes_old_history_in_batches_and_keeps_the_rest(store: Store) -> None:
     for minute in range(5):
-        fire = claimed(store, slot=SLOT + timedelta(minutes=minute))
+        fire = claim_slot(store, slot=SLOT + timedelta(minutes=minute))  # fired at its slot
+        assert fire is not None
         store.finish(fire.id, outcome="passed", at=NOW, runs=[RunRecord(run_id=minute, status="completed")])
-    in_flight = claimed(store, slot=SLOT - timedelta(days=1))  # old but unfinished: never pruned
+    in_flight = claim_slot(store, slot=SLOT - timedelta(days=1))  # old but unfinished: never pruned
+    assert in_flight is not None
 
     assert store.prune(before=SLOT + timedelta(minutes=3), batch=2) == 2
     assert store.prune(before=SLOT + timedelta(minutes=3), batch=2) == 1
