@@ -35,6 +35,7 @@ from bench.firelag import (
     physical_limit,
 )
 from bench.idle import idle_run
+from bench.page import page_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
 from bench.queries import BASE_PER_JOB, Measured, QueryTime, measure
@@ -53,6 +54,7 @@ NAMES = (
     "postgres",
     "queries",
     "cli",
+    "page",
 )
 
 
@@ -75,6 +77,7 @@ class Sizes:
     validate_repeats: int
     history: tuple[int, int]  # (jobs, fires) of the long history the queries, jobs and history are timed on
     cli_repeats: int
+    page_window: float  # seconds of each window of the page benchmark (on the ``history`` database)
 
 
 DEFAULT = Sizes(
@@ -93,6 +96,7 @@ DEFAULT = Sizes(
     validate_repeats=1,
     history=(1000, 100_000),
     cli_repeats=7,
+    page_window=30,
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -110,6 +114,7 @@ FULL = Sizes(
     validate_repeats=3,
     history=(1000, 1_000_000),
     cli_repeats=11,
+    page_window=60,
 )
 
 
@@ -574,6 +579,53 @@ def bench_postgres(sizes: Sizes, report: Report, url: str | None) -> None:
     }
 
 
+PAGE_TARGET = 0.300  # seconds for GET / (p95)
+PAGE_LAG = 0.010  # fire lag a tab may add, at p99
+
+
+def bench_page(sizes: Sizes, report: Report) -> None:
+    (jobs, fires), window = sizes.history, sizes.page_window
+    say(f"page: GET / and /api/jobs with {jobs:,} jobs and {fires:,} fires of history, fire lag meanwhile")
+    result = page_run(jobs, fires, window=window)
+    page, busy, empty, api = result.page, result.page_busy, result.page_empty, result.api
+    report.rows.append(
+        Row(
+            f"status page, GET / with {jobs:,} jobs and {fires:,} fires (one page of 100 jobs)",
+            f"median {seconds(page.median)} · p95 {seconds(page.p95)} · {page.bytes / 1024:.0f} KB "
+            f"({page.count} requests, one a second) · back to back: median {seconds(busy.median)}, p95 "
+            f"{seconds(busy.p95)}, daemon CPU {result.cpu_per_page * 1000:.0f} ms a page "
+            f"({result.cpu_per_page / 10:.1%} of a core per tab refreshing every 10 s)" + _errors(result.errors),
+            f"same jobs, empty database: median {seconds(empty.median)} · p95 {seconds(empty.p95)} · "
+            f"{empty.bytes / 1024:.0f} KB",
+            f"{ratio(page.median, empty.median)} (median)",
+            f"p95 < {seconds(PAGE_TARGET)}",
+            page.p95 < PAGE_TARGET,
+        )
+    )
+    report.rows.append(
+        Row(
+            f"/api/jobs with {jobs:,} jobs and {fires:,} fires (every job)",
+            f"median {seconds(api.median)} · p95 {seconds(api.p95)} · {api.bytes / 1024:.0f} KB ({api.count} requests)",
+            f"GET / (100 jobs), same run: median {seconds(page.median)}",
+            f"{ratio(api.median, page.median)} (median)",
+            "",
+        )
+    )
+    added = result.tab.p99 - result.quiet.p99
+    report.rows.append(
+        Row(
+            f"fire lag of a job every second while GET / is asked once a second ({window:.0f} s windows)",
+            f"{result.tab.text()} (each request sent 50 ms before a slot) · back to back: {result.loaded.text()}",
+            f"same daemon, same run, no page requests: {result.quiet.text()}",
+            f"{ratio(result.tab.p99, result.quiet.p99)} (p99; {added * 1000:+.0f} ms), back to back "
+            f"{ratio(result.loaded.p99, result.quiet.p99)}",
+            f"p99 within +{seconds(PAGE_LAG)}",
+            added <= PAGE_LAG,
+        )
+    )
+    report.raw["page"] = dataclasses.asdict(result)
+
+
 def bench_queries(sizes: Sizes, report: Report, url: str | None) -> None:
     jobs, fires = sizes.history
     backends: dict[str, Database] = {"SQLite": sqlite}
@@ -753,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
         "queries": lambda: bench_queries(sizes, report, args.postgres),
         "cli": lambda: bench_cli(sizes, report),
+        "page": lambda: bench_page(sizes, report),
     }
     began = time.monotonic()
     for name in args.only or NAMES:

@@ -165,7 +165,12 @@ OPERATIONS: list[tuple[str, str, Callable[[_Context], object]]] = [
     ("take_over", "per upkeep", lambda c: c.store.take_over("bench2", now=c.now - timedelta(days=1), until=c.now)),
     ("claim_outbox", "per upkeep", lambda c: c.store.claim_outbox("bench", now=c.now, until=c.now)),
     ("prune (nothing old enough)", "per upkeep", lambda c: c.store.prune(before=c.end - timedelta(days=3650))),
-    ("last_fires_by_job", "per page view", lambda c: c.store.last_fires_by_job()),
+    ("last_fires_by_job (100 jobs)", "per page view", lambda c: c.store.last_fires_by_job(c.jobs[:BATCH])),
+    (
+        "recent_fires_by_job (100 jobs, 20)",
+        "per page view",
+        lambda c: c.store.recent_fires_by_job(c.jobs[:BATCH], limit=20),
+    ),
     ("recent_fires (a job, 20)", "per page view", lambda c: c.store.recent_fires(job=c.jobs[0], limit=20)),
     ("recent_fires (all, 50)", "per page view", lambda c: c.store.recent_fires(limit=50)),
     ("open_incidents", "per page view", lambda c: c.store.open_incidents()),

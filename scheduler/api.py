@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
@@ -19,12 +20,17 @@ from aiohttp import web
 from scheduler.access import Access, from_page
 from scheduler.config import Job
 from scheduler.daemon import MANUAL, Daemon
-from scheduler.store import Fire, Hold, Incident
+from scheduler.store import FAILED, Fire, Hold, Incident
 from scheduler.views import fire_as_dict, hold_as_dict, incident_as_dict, incident_job, iso, longest_holds, outcome_word
 
 logger = logging.getLogger(__name__)
 
 _DEFAULT_LIMIT = 20  # fires per page of /api/jobs/{name}/fires
+# A reading is put off while a fire is this close to due, until this long after it: reading and drawing a page
+# is tens of milliseconds of CPU, and the fire (which needs the GIL, whichever thread the page runs in) waits
+# behind it. A fire's POST leaves within a few milliseconds of its slot; one wait per step, so it is bounded.
+_FIRE_SOON = 0.1
+_FIRE_GONE = 0.05
 _MAX_LIMIT = 1000
 
 
@@ -47,13 +53,94 @@ class Refused(Exception):
         self.message = message
 
 
-class Reading(NamedTuple):
-    """What the database and the daemon say of every job."""
+@dataclass(frozen=True)
+class View:
+    """Which jobs a request asks for: those whose name holds ``q`` (any case), only the failing ones, one page.
 
-    last: dict[str, Fire]  # each job's newest fire
+    A job is failing when its last fire failed or it has an open incident. ``limit`` None means every job.
+    """
+
+    q: str = ""
+    failing: bool = False
+    offset: int = 0
+    limit: int | None = None
+
+
+def _whole(query: Mapping[str, str], key: str, default: int, *, least: int) -> int:
+    text = query.get(key, "")
+    if not text:
+        return default
+    try:
+        number = int(text)
+    except ValueError:
+        raise Refused(400, f"{key} must be a whole number") from None
+    if number < least:
+        raise Refused(400, f"{key} must be at least {least}")
+    return number
+
+
+def api_view(query: Mapping[str, str]) -> View:
+    """What ``/api/jobs`` is asked: ``?q=`` a part of the job name, ``?state=failing``, ``?offset=`` (default 0)
+    and ``?limit=`` (default: every job)."""
+    state = query.get("state", "")
+    if state not in ("", "failing"):
+        raise Refused(400, "state must be failing (or left out)")
+    limit = _whole(query, "limit", 0, least=1) if query.get("limit") else None
+    return View(
+        q=query.get("q", "").strip()[:100],
+        failing=state == "failing",
+        offset=_whole(query, "offset", 0, least=0),
+        limit=limit,
+    )
+
+
+class Reading(NamedTuple):
+    """What the database and the daemon say of the jobs of one view."""
+
+    jobs: list[Job]  # the jobs of the page asked for, in the config's order
+    total: int  # jobs that pass the filter, on every page
+    last: dict[str, Fire]  # each job's newest fire (of ``jobs``)
     holds: dict[tuple[str, str], Hold]  # (job, kind) -> the pause or silence in force
-    recent: dict[str, list[Fire]]  # each job's newest fires, newest first
+    recent: dict[str, list[Fire]]  # each job's newest fires, newest first (of ``jobs``)
     incidents: dict[str, list[Incident]]  # by job, "" for the daemon's own
+
+
+def failing(fire: Fire | None, incidents: list[Incident]) -> bool:
+    """Whether a job is failing: its last fire failed, or it has an open incident."""
+    return bool(incidents) or (fire is not None and fire.outcome == FAILED)
+
+
+def _jobs_json(
+    head: dict[str, Any],
+    reading: Reading,
+    upcoming: dict[str, datetime | None],
+    redact: Callable[[str], str],
+) -> str:
+    """The answer of ``/api/jobs`` (a pure function of what was read)."""
+    items = []
+    for job in reading.jobs:
+        fire = reading.last.get(job.name)
+        pause, silence = reading.holds.get((job.name, "pause")), reading.holds.get((job.name, "silence"))
+        incidents = [incident_as_dict(item, redact=redact) for item in reading.incidents.get(job.name, [])]
+        items.append(
+            {
+                "name": job.name,
+                "schedule": job.schedule.in_words(),
+                "describe": job.schedule.describe(),
+                "timezone": str(job.timezone),
+                "enabled": job.enabled,
+                "paused": pause is not None,
+                "pause": hold_as_dict(pause),
+                "silenced": silence is not None,
+                "silence": hold_as_dict(silence),
+                "next_fire": iso(upcoming[job.name]),
+                "last_outcome": outcome_word(fire) if fire is not None else None,
+                "last_fire": fire_as_dict(fire, redact=redact) if fire is not None else None,
+                "open_incident": next(iter(incidents), None),
+                "open_incidents": incidents,
+            }
+        )
+    return json.dumps(head | {"jobs": items}, default=str, indent=1)
 
 
 def next_fire(daemon: Daemon, job: Job, now: datetime) -> datetime | None:
@@ -95,58 +182,70 @@ class Api:
             by_job.setdefault(incident_job(incident), []).append(incident)
         return by_job
 
-    async def read(self, history: int) -> Reading:
-        """Every job's last fire, pause and silence, and ``history`` recent fires (one thread hop)."""
-        names = list(self.daemon.config.jobs)
+    async def after_due_fires(self) -> None:
+        """Wait for a fire due in the next moment to be sent before doing a page's work (see ``_FIRE_SOON``)."""
+        wait = self.daemon.timetable.seconds_until_next(self.daemon.clock.now())
+        if wait is not None and wait < _FIRE_SOON:
+            await asyncio.sleep(wait + _FIRE_GONE)  # real time: it is the CPU, not the schedule, being shared
+
+    def named(self, view: View) -> list[Job]:
+        """The jobs of the config whose name holds ``view.q`` (any case), in the config's order."""
+        needle = view.q.casefold()
+        return [job for name, job in self.daemon.config.jobs.items() if needle in name.casefold()]
+
+    async def read(self, view: View, *, history: int) -> Reading:
+        """The jobs of ``view``: their last fire, pause and silence, ``history`` recent fires (one thread hop).
+
+        Only the jobs of the page are read (and, for ``failing``, the last fire of those the name lets through):
+        each job's newest fires come from its end of the (job, id) index, whatever the history holds.
+        """
+        jobs = self.daemon.config.jobs
+        names = [job.name for job in self.named(view)]
+        incidents = self.incidents()
         now = self.daemon.clock.now()
         store = self.daemon.store
+        end = None if view.limit is None else view.offset + view.limit
 
-        def read() -> tuple[dict[str, Fire], dict[tuple[str, str], Hold], dict[str, list[Fire]]]:
-            last = store.last_fires_by_job()
+        def read() -> tuple[list[str], int, dict[str, Fire], dict[tuple[str, str], Hold], dict[str, list[Fire]]]:
+            chosen, last = names, {}
+            if view.failing:
+                last = store.last_fires_by_job(names)
+                chosen = [name for name in names if failing(last.get(name), incidents.get(name, []))]
+            shown = chosen[view.offset : end]
+            recent = store.recent_fires_by_job(shown, limit=history) if history else {}
+            if history:
+                last = {name: fires[0] for name, fires in recent.items()}
+            elif not view.failing:
+                last = store.last_fires_by_job(shown)
             holds = longest_holds(store.active_holds(at=now))
-            recent = {name: store.recent_fires(job=name, limit=history) for name in names} if history else {}
-            return last, holds, recent
+            return shown, len(chosen), last, holds, recent
 
-        last, holds, recent = await asyncio.to_thread(read)
-        return Reading(last, holds, recent, self.incidents())
+        await self.after_due_fires()
+        shown, total, last, holds, recent = await asyncio.to_thread(read)
+        return Reading([jobs[name] for name in shown], total, last, holds, recent, incidents)
 
     def _fire(self, fire: Fire, *, runs: bool = False) -> dict[str, Any]:
         return fire_as_dict(fire, runs=runs, redact=self.daemon.redact)
 
     async def jobs(self, request: web.Request) -> web.Response:
-        """Every job: schedule, next fire, its pause and silence (who, why, since, until), last outcome, incidents."""
-        reading = await self.read(history=0)
+        """The jobs (every one, or ``?offset=``/``?limit=`` of those ``?q=``/``?state=failing`` let through):
+        schedule, next fire, pause and silence (who, why, since, until), last outcome, open incidents."""
+        view = api_view(request.query)
+        reading = await self.read(view, history=0)
         now = self.daemon.clock.now()
-        items = []
-        for job in self.daemon.config.jobs.values():
-            fire = reading.last.get(job.name)
-            pause, silence = reading.holds.get((job.name, "pause")), reading.holds.get((job.name, "silence"))
-            incidents = [
-                incident_as_dict(item, redact=self.daemon.redact) for item in reading.incidents.get(job.name, [])
-            ]
-            items.append(
-                {
-                    "name": job.name,
-                    "schedule": job.schedule.in_words(),
-                    "describe": job.schedule.describe(),
-                    "timezone": str(job.timezone),
-                    "enabled": job.enabled,
-                    "paused": pause is not None,
-                    "pause": hold_as_dict(pause),
-                    "silenced": silence is not None,
-                    "silence": hold_as_dict(silence),
-                    "next_fire": iso(next_fire(self.daemon, job, now)),
-                    "last_outcome": outcome_word(fire) if fire is not None else None,
-                    "last_fire": self._fire(fire) if fire is not None else None,
-                    "open_incident": next(iter(incidents), None),
-                    "open_incidents": incidents,
-                }
-            )
+        upcoming = {job.name: next_fire(self.daemon, job, now) for job in reading.jobs}
         config = self.daemon.config
-        valid = not self.daemon.config_errors
-        return json_response(
-            {"config": {"path": str(config.path), "digest": config.digest, "valid": valid}, "jobs": items}
-        )
+        head = {
+            "config": {"path": str(config.path), "digest": config.digest, "valid": not self.daemon.config_errors},
+            "total": reading.total,
+            "offset": view.offset,
+            "limit": view.limit,
+        }
+        # The daemon's state is read above, on the loop; what is left is formatting, done in a thread so that
+        # a thousand jobs' worth of JSON does not hold the loop (and the fires due meanwhile).
+        await self.after_due_fires()
+        text = await asyncio.to_thread(_jobs_json, head, reading, upcoming, self.daemon.redact)
+        return web.Response(text=text, content_type="application/json", charset="utf-8")
 
     async def job_fires(self, request: web.Request) -> web.Response:
         """A job's newest fires first; ``?limit=`` (1..1000, default 20)."""
@@ -194,11 +293,15 @@ class Api:
         return job
 
     @staticmethod
-    def _done(request: web.Request, action: str, job: Job, data: dict[str, Any], status: int) -> web.Response:
-        """The answer to an action: JSON for the API, back to the status page for its buttons."""
+    def _done(
+        request: web.Request, action: str, job: Job, data: dict[str, Any], status: int, fields: dict[str, str]
+    ) -> web.Response:
+        """The answer to an action: JSON for the API, back to the status page for its buttons (to the same page
+        and filter, which the buttons' forms carry)."""
         if not from_page(request):
             return json_response(data, status)
-        query = {"done": action, "job": job.name, **({"fire": data["id"]} if "id" in data else {})}
+        kept = {key: fields[key] for key in ("q", "state", "page") if fields.get(key)}
+        query = {"done": action, "job": job.name, **({"fire": data["id"]} if "id" in data else {}), **kept}
         raise web.HTTPSeeOther(f"/?{urlencode(query)}")
 
     def _who(self, request: web.Request, fields: dict[str, str]) -> str:
@@ -224,7 +327,7 @@ class Api:
             return error_response(
                 503, f"{job.name} was not fired: its slot could not be claimed (see the daemon's log)"
             )
-        return self._done(request, "triggered", job, self._fire(fire), 201)
+        return self._done(request, "triggered", job, self._fire(fire), 201, fields)
 
     async def pause(self, request: web.Request) -> web.Response:
         """Pause the job: its slots are recorded as skipped (paused) until resumed or ``until``."""
@@ -244,14 +347,25 @@ class Api:
         hold = await self._shielded(
             self.daemon.pause(job.name, by=self._who(request, fields), reason=reason, until=until)
         )
-        return self._done(request, "paused", job, {"job": job.name, "paused": True, "pause": hold_as_dict(hold)}, 200)
+        answer = {"job": job.name, "paused": True, "pause": hold_as_dict(hold)}
+        return self._done(request, "paused", job, answer, 200, fields)
 
     async def resume(self, request: web.Request) -> web.Response:
         """Resume a paused job from its next slot."""
         job = self._configured(request)
         fields = await self._fields(request)
         resumed = await self._shielded(self.daemon.resume(job.name, by=self._who(request, fields)))
-        return self._done(request, "resumed", job, {"job": job.name, "resumed": resumed}, 200)
+        return self._done(request, "resumed", job, {"job": job.name, "resumed": resumed}, 200, fields)
 
 
-__all__ = ["Api", "Reading", "Refused", "error_response", "json_response", "next_fire"]
+__all__ = [
+    "Api",
+    "Reading",
+    "Refused",
+    "View",
+    "api_view",
+    "error_response",
+    "failing",
+    "json_response",
+    "next_fire",
+]

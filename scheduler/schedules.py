@@ -226,15 +226,7 @@ class Schedule:
     def in_words(self) -> str:
         """The schedule as a sentence, e.g. ``At 03:00, every day, in America/New_York``."""
         if self.cron is not None:
-            options = Options()
-            options.use_24hour_time_format = True
-            options.verbose = True  # "At 03:00, every day" rather than "At 03:00"
-            options.day_of_week_start_index_zero = True  # standard crontab: 0 is Sunday
-            try:
-                words = ExpressionDescriptor(self.cron, options).get_description()
-            except Exception:  # cron_descriptor refuses some forms the schedule takes ("sunday"): say it plainly
-                words = f"cron '{self.cron}'"
-            return f"{words}, in {self.timezone}"
+            return _cron_in_words(self.cron, str(self.timezone))
         assert self.every is not None
         return f"Every {_duration_in_words(self.every)}"
 
@@ -251,6 +243,22 @@ class Schedule:
             return f"cron '{self.cron}' ({self.timezone})"
         assert self.every is not None
         return f"every {format_duration(self.every)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_in_words(expression: str, zone: str) -> str:
+    # Cached: cron_descriptor takes about 1 ms an expression, and the status page and /api/jobs say every job's
+    # schedule on each request. The words depend on the expression and the zone's name alone, so a reload that
+    # changes a schedule asks for a new key, and one that keeps it finds its words again.
+    options = Options()
+    options.use_24hour_time_format = True
+    options.verbose = True  # "At 03:00, every day" rather than "At 03:00"
+    options.day_of_week_start_index_zero = True  # standard crontab: 0 is Sunday
+    try:
+        words = ExpressionDescriptor(expression, options).get_description()
+    except Exception:  # cron_descriptor refuses some forms the schedule takes ("sunday"): say it plainly
+        words = f"cron '{expression}'"
+    return f"{words}, in {zone}"
 
 
 def _duration_in_words(delta: timedelta) -> str:

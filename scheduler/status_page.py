@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 from importlib import resources
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from scheduler.config import Job
 from scheduler.daemon import MANUAL
@@ -20,6 +20,7 @@ from scheduler.supervision import LoopHealth
 from scheduler.views import outcome_word
 
 HISTORY = 20  # outcomes shown per job
+PER_PAGE = 100  # jobs per page: what one request reads and draws, however many jobs the config holds
 LIVENESS = timedelta(seconds=30)  # the timer turns at least every 5 s; six missed turns means it is stuck
 _CSS = resources.files("scheduler").joinpath("status_page.css").read_text(encoding="utf-8")
 
@@ -33,6 +34,37 @@ class JobRow:
     holds: list[Hold]
     fires: list[Fire]
     incidents: list[Incident]
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Which page of which jobs is shown: those whose name holds ``q``, only the failing ones, page ``page``."""
+
+    q: str = ""
+    failing: bool = False
+    page: int = 1  # from 1
+    total: int = 0  # jobs that pass the filter
+    jobs: int = 0  # jobs in the config
+    per_page: int = PER_PAGE
+
+    def query(self, page: int | None = None) -> dict[str, str]:
+        """This view's URL query (the filter, and the page unless it is the first)."""
+        number = self.page if page is None else page
+        query = {"q": self.q} if self.q else {}
+        query |= {"state": "failing"} if self.failing else {}
+        return query | ({"page": str(number)} if number > 1 else {})
+
+    def url(self, page: int | None = None) -> str:
+        query = self.query(page)
+        return f"/?{urlencode(query)}" if query else "/"
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q) or self.failing
 
 
 @dataclass(frozen=True)
@@ -53,11 +85,16 @@ class Snapshot:
     database_problem: str | None = None
     notice: str | None = None  # what the last button did, e.g. "nightly triggered (fire 12)"
     refresh: int = 10
+    paging: Paging | None = None  # None: one page of every job in ``jobs``
 
 
 def render(snapshot: Snapshot) -> str:
     """The whole status page."""
-    rows = [_row(row, snapshot.now) for row in snapshot.jobs]
+    paging = snapshot.paging or Paging(total=len(snapshot.jobs), jobs=len(snapshot.jobs))
+    hidden = "".join(
+        f'<input type="hidden" name="{key}" value="{escape(value)}">' for key, value in paging.query().items()
+    )
+    rows = [_row(row, snapshot.now, hidden) for row in snapshot.jobs]
     problem = snapshot.database_problem
     body = "".join(
         [
@@ -69,15 +106,58 @@ def render(snapshot: Snapshot) -> str:
             else "",
             _daemon_incidents(snapshot.daemon_incidents),
             f'<div class="banner note" role="status">{escape(snapshot.notice)}.</div>' if snapshot.notice else "",
+            _filter_form(paging),
+            _pager(paging, len(rows)),
             '<div class="wrap"><table id="jobs"><thead><tr><th>Job</th><th>Schedule</th><th>Next fire</th>'
             f"<th>Last {HISTORY} (oldest to newest)</th><th>Open incident</th><th>Actions</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>",
-            "" if rows else "<p>No jobs in the config.</p>",
+            "" if rows else f"<p>{_nothing(paging)}</p>",
+            _pager(paging, len(rows)) if len(rows) > 20 else "",
             f"<footer>Refreshes every {snapshot.refresh}s. JSON: <a href=/api/jobs>/api/jobs</a> · "
             "<a href=/metrics>/metrics</a> · <a href=/readyz>/readyz</a></footer>",
         ]
     )
-    return page("cekura-scheduler", body, refresh=snapshot.refresh)
+    return page("cekura-scheduler", body, refresh=snapshot.refresh, again=paging.url())
+
+
+def _filter_form(paging: Paging) -> str:
+    """Find jobs by a part of their name, or show the failing ones only (a plain GET form, no JavaScript)."""
+    if paging.jobs <= paging.per_page and not paging.filtered:
+        return ""
+    checked = " checked" if paging.failing else ""
+    clear = ' <a href="/">show every job</a>' if paging.filtered else ""
+    return (
+        '<form method="get" action="/" class="filter" role="search">'
+        f'<input type="search" name="q" value="{escape(paging.q)}" placeholder="job name contains" '
+        'aria-label="job name contains"> '
+        f'<label><input type="checkbox" name="state" value="failing"{checked}> failing only</label> '
+        f'<button type="submit">Filter</button>{clear}</form>'
+    )
+
+
+def _pager(paging: Paging, shown: int) -> str:
+    """Where this page is among the jobs ("jobs 101-200 of 1,000"), and links to the pages before and after."""
+    if paging.total <= paging.per_page and not paging.filtered:
+        return ""
+    first = (paging.page - 1) * paging.per_page
+    where = f"jobs {first + 1:,}-{first + shown:,} of {paging.total:,}" if shown else f"page {paging.page:,}: no jobs"
+    how = [*(["failing"] if paging.failing else []), *([f"name holds “{paging.q}”"] if paging.q else [])]
+    count = f"{where} ({', '.join(how)}; {paging.jobs:,} in all)" if how else where
+    links = []
+    if paging.page > 1:
+        back = min(paging.page - 1, paging.pages)
+        links.append(f'<a href="{escape(paging.url(back))}" rel="prev">previous page</a>')
+    if paging.page < paging.pages:
+        links.append(f'<a href="{escape(paging.url(paging.page + 1))}" rel="next">next page</a>')
+    return f'<nav class="pager" aria-label="pages"><span>{escape(count)}</span> {" · ".join(links)}</nav>'
+
+
+def _nothing(paging: Paging) -> str:
+    if paging.total and paging.page > paging.pages:
+        return f'No jobs on this page: <a href="{escape(paging.url(1))}">the first page</a>.'
+    if paging.filtered:
+        return 'No job matches. <a href="/">Show every job</a>.'
+    return "No jobs in the config."
 
 
 def render_sign_in(problem: str = "") -> str:
@@ -92,9 +172,9 @@ def render_sign_in(problem: str = "") -> str:
     return page("cekura-scheduler: sign in", body)
 
 
-def page(title: str, body: str, *, refresh: int | None = None) -> str:
-    """A complete HTML document; ``refresh`` seconds makes it reload itself."""
-    meta = f'<meta http-equiv="refresh" content="{refresh}; url=/">' if refresh else ""
+def page(title: str, body: str, *, refresh: int | None = None, again: str = "/") -> str:
+    """A complete HTML document; ``refresh`` seconds makes it reload itself (as ``again``: the same page)."""
+    meta = f'<meta http-equiv="refresh" content="{refresh}; url={escape(again)}">' if refresh else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -188,7 +268,7 @@ def _hold(hold: Hold, job: Job) -> str:
     return f'<div class="hold" data-hold="{escape(hold.kind)}" title="{escape(tip)}">{escape(words)}</div>'
 
 
-def _row(row: JobRow, now: datetime) -> str:
+def _row(row: JobRow, now: datetime, hidden: str) -> str:
     job = row.job
     name = escape(job.name)
     path = f"/api/jobs/{quote(job.name, safe='')}"
@@ -202,14 +282,15 @@ def _row(row: JobRow, now: datetime) -> str:
         else "—"
     )
     marks = "".join(_mark(fire, row) for fire in reversed(row.fires)) or '<span class="none">no fires yet</span>'
+    # Each form carries the page and filter (``hidden``): the answer comes back to the same view.
     toggle = (
-        f'<form method="post" action="{path}/resume"><button data-action="resume">Resume</button></form>'
+        f'<form method="post" action="{path}/resume">{hidden}<button data-action="resume">Resume</button></form>'
         if any(hold.kind == "pause" for hold in row.holds)
-        else f'<form method="post" action="{path}/pause"><button data-action="pause">Pause</button></form>'
+        else f'<form method="post" action="{path}/pause">{hidden}<button data-action="pause">Pause</button></form>'
     )
     actions = (
-        f'<form method="post" action="{path}/trigger"><button data-action="trigger" class="primary">Run now'
-        f"</button></form>{toggle}"
+        f'<form method="post" action="{path}/trigger">{hidden}<button data-action="trigger" class="primary">'
+        f"Run now</button></form>{toggle}"
     )
     return (
         f'<tr data-job="{name}"><td data-label="Job"><b class="nowrap">{name}</b>{badges}</td>'
@@ -261,4 +342,4 @@ def _incidents(incidents: list[Incident]) -> str:
     return "".join(seen.values())
 
 
-__all__ = ["HISTORY", "LIVENESS", "JobRow", "Snapshot", "page", "render", "render_sign_in"]
+__all__ = ["HISTORY", "LIVENESS", "PER_PAGE", "JobRow", "Paging", "Snapshot", "page", "render", "render_sign_in"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -22,12 +22,12 @@ from pydantic import SecretStr, ValidationError
 
 from scheduler import __version__
 from scheduler.access import COOKIE, WEBHOOK_PATH, Access, Refusal
-from scheduler.api import Api, Refused, error_response, json_response, next_fire
+from scheduler.api import Api, Refused, View, error_response, json_response, next_fire
 from scheduler.cekura import MAX_ANSWER_BYTES
 from scheduler.daemon import Daemon
 from scheduler.errors import SchedulerError, StoreError, count_errors
 from scheduler.results import Result
-from scheduler.status_page import HISTORY, JobRow, Snapshot, render, render_sign_in
+from scheduler.status_page import HISTORY, PER_PAGE, JobRow, Paging, Snapshot, render, render_sign_in
 from scheduler.store import Fire, Incident
 from scheduler.views import iso
 
@@ -262,18 +262,48 @@ class WebServer:
     # -- the status page --------------------------------------------------------------------------------
 
     async def status_page(self, request: web.Request) -> web.Response:
-        """Every job at a glance; refreshes itself."""
-        return _html(render(await snapshot(self.daemon, self.api, request, refresh=self.refresh)))
+        """One page of the jobs at a glance (``?page=``, ``?q=``, ``?state=failing``); refreshes itself.
+
+        The daemon's state is read on the loop, the database in a thread, and the page, a pure function of what
+        was read, is drawn in a thread too: the loop is held only for the reading of one page's jobs. Each step
+        waits for a fire about to fall due to be sent first (``Api.after_due_fires``).
+        """
+        shown = await snapshot(self.daemon, self.api, request, refresh=self.refresh)
+        await self.api.after_due_fires()
+        return _html(await asyncio.to_thread(render, shown))
+
+
+def page_view(query: Mapping[str, str]) -> tuple[View, int]:
+    """The view the page is asked for, and its page number; what a person mistyped is read as the default."""
+    page = query.get("page", "")
+    number = int(page) if page.isdigit() and 0 < int(page) <= 10**6 else 1
+    view = View(
+        q=query.get("q", "").strip()[:100],
+        failing=query.get("state") == "failing",
+        offset=(number - 1) * PER_PAGE,
+        limit=PER_PAGE,
+    )
+    return view, number
 
 
 async def snapshot(daemon: Daemon, api: Api, request: web.Request, *, refresh: int) -> Snapshot:
     """What the status page shows now, every text of the daemon's through ``Daemon.redact``."""
     redact = daemon.redact
+    view, number = page_view(request.query)
     now, problem, loops = daemon.clock.now(), None, daemon.loop_health()
     try:
-        reading = await api.read(history=HISTORY)
-        holds, recent, incidents = reading.holds, reading.recent, reading.incidents
+        reading = await api.read(view, history=HISTORY)
+        jobs, total, holds, recent, incidents = (
+            reading.jobs,
+            reading.total,
+            reading.holds,
+            reading.recent,
+            reading.incidents,
+        )
     except StoreError as error:
+        # Without the database the page still lists the jobs (by name: whether one is failing is not known).
+        named = api.named(view)
+        jobs, total = named[view.offset : view.offset + PER_PAGE], len(named)
         holds, recent, incidents, problem = {}, {}, api.incidents(), redact(str(error))
 
     def masked(fires: list[Fire]) -> list[Fire]:
@@ -290,8 +320,9 @@ async def snapshot(daemon: Daemon, api: Api, request: web.Request, *, refresh: i
             fires=masked(recent.get(job.name, [])),
             incidents=shown(incidents.get(job.name, [])),
         )
-        for job in daemon.config.jobs.values()
+        for job in jobs
     ]
+    paging = Paging(q=view.q, failing=view.failing, page=number, total=total, jobs=len(daemon.config.jobs))
     return Snapshot(
         now=now,
         version=__version__,
@@ -307,6 +338,7 @@ async def snapshot(daemon: Daemon, api: Api, request: web.Request, *, refresh: i
         database_problem=problem,
         notice=_notice(daemon, request),
         refresh=refresh,
+        paging=paging,
     )
 
 

@@ -35,12 +35,12 @@ def jobs(fmt: str) -> None:
 
     settings = common.read_settings()
     store = common.open_store(settings)
-    last = store.last_fires_by_job()
     now = datetime.now(UTC)
     holds = longest_holds(store.active_holds(at=now))
     try:
         config = load_config(settings.config_path, env=os.environ)
     except ConfigError as error:
+        last = store.last_fires_by_job(store.jobs_with_fires())
         applied = store.latest_config_change()
         if fmt == "json":
             common.echo_json(
@@ -63,6 +63,7 @@ def jobs(fmt: str) -> None:
             [[name, outcome_word(newest), common.when(newest.slot)] for name, newest in sorted(last.items())],
         )
         raise click.exceptions.Exit(1) from None
+    last = store.last_fires_by_job(list(config.jobs))
     items = []
     for job in config.jobs.values():
         fire = last.get(job.name)

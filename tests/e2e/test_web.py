@@ -859,3 +859,105 @@ def test_check_and_the_tables_against_a_running_daemon(tmp_path: Path, simulator
         "passed" in history
         and 1 <= len(json.loads(cli("history", "--limit", "3", "--format", "json", env=env).stdout)) <= 3
     )
+
+
+MANY = "".join(f'\n[jobs.job-{index:03d}]\ncron = "0 3 * * *"\nagent = 34\nscenarios = [301]\n' for index in range(250))
+
+
+@contextlib.asynccontextmanager
+async def serving_many(
+    tmp_path: Path, simulator: Simulator, inbox: AlertInbox, database_url: str
+) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    """A daemon (not running: nothing fires by itself) of 250 daily jobs; job-007's last fire failed, job-008's
+    failure was followed by a pass."""
+    config, store = prepare(tmp_path, MANY, inbox=inbox, database_url=database_url)
+    now = datetime.now(UTC)
+    for job, outcomes in (("job-007", ["passed", "failed"]), ("job-008", ["failed", "passed"])):
+        for minutes, outcome in enumerate(outcomes):
+            fire = claim_slot(store, job, now - timedelta(hours=1) + timedelta(minutes=minutes))
+            assert fire is not None
+            store.finish(fire.id, outcome=outcome, at=now)
+    async with cekura_http() as http_to_cekura:
+        daemon = make_daemon(config, store, http_to_cekura, simulator)
+        async with serving_daemon(daemon, running=False) as client:
+            yield daemon, client
+
+
+def _rows(page: str) -> list[str]:
+    return [part.split('"', 1)[0] for part in page.split('<tr data-job="')[1:]]
+
+
+def test_the_status_page_shows_100_jobs_at_a_time_and_finds_a_job_by_name_or_failing(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    async def scenario() -> None:
+        async with serving_many(tmp_path, simulator, alert_inbox, sqlite_url) as (_, client):
+            first = (await client.get("/")).text
+            assert _rows(first) == [f"job-{index:03d}" for index in range(100)]
+            assert "jobs 1-100 of 250" in first and 'href="/?page=2" rel="next"' in first
+            assert 'rel="prev"' not in first and 'url=/">' in first
+
+            last = (await client.get("/?page=3")).text
+            assert _rows(last) == [f"job-{index:03d}" for index in range(200, 250)]
+            assert "jobs 201-250 of 250" in last and 'href="/?page=2" rel="prev"' in last and 'rel="next"' not in last
+            assert 'content="10; url=/?page=3"' in last  # the refresh stays on this page
+
+            # The filter is a plain GET form: what a browser sends without JavaScript.
+            assert '<form method="get" action="/" class="filter"' in first and 'name="q"' in first
+            found = (await client.get("/", params={"q": "JOB-04"})).text
+            assert _rows(found) == [f"job-{index:03d}" for index in range(40, 50)]
+            assert "jobs 1-10 of 10 (name holds “JOB-04”; 250 in all)" in found
+            assert 'content="10; url=/?q=JOB-04"' in found and 'value="JOB-04"' in found
+            one = (await client.get("/", params={"q": "job-042"})).text
+            assert _rows(one) == ["job-042"]
+
+            failing = (await client.get("/", params={"state": "failing"})).text
+            assert _rows(failing) == ["job-007"]
+            row = failing.split('data-job="job-007"')[1].split("</tr>")[0]
+            assert 'class="m passed"' in row and 'class="m failed"' in row
+            assert 'url=/?state=failing"' in failing and 'value="failing" checked' in failing
+            nothing = (await client.get("/", params={"q": "nightly"})).text
+            assert _rows(nothing) == [] and "No job matches" in nothing
+
+            # A button of a filtered page answers with the same page and filter.
+            pause = {"q": "job-042"}
+            paused = await client.post("/api/jobs/job-042/pause", data=pause, headers=_same_origin(client))
+            assert paused.status_code == 303
+            assert paused.headers["location"] == "/?done=paused&job=job-042&q=job-042"
+            assert '<input type="hidden" name="page" value="3">' in last
+            back = (await client.get(paused.headers["location"])).text
+            assert _rows(back) == ["job-042"] and "job-042 paused" in back
+            assert '<input type="hidden" name="q" value="job-042">' in back
+
+    asyncio.run(scenario())
+
+
+def _same_origin(client: httpx.AsyncClient) -> dict[str, str]:
+    return {"Origin": str(client.base_url).rstrip("/")}
+
+
+def test_api_jobs_pages_and_filters_when_asked(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    async def scenario() -> None:
+        async with serving_many(tmp_path, simulator, alert_inbox, sqlite_url) as (_, client):
+            every = (await client.get("/api/jobs")).json()
+            assert len(every["jobs"]) == every["total"] == 250 and every["limit"] is None
+            assert {job["name"]: job["last_outcome"] for job in every["jobs"] if job["last_outcome"]} == {
+                "job-007": "failed",
+                "job-008": "passed",
+            }
+            page = (await client.get("/api/jobs", params={"offset": 200, "limit": 100})).json()
+            assert [job["name"] for job in page["jobs"]] == [f"job-{index:03d}" for index in range(200, 250)]
+            assert (page["total"], page["offset"], page["limit"]) == (250, 200, 100)
+            named = (await client.get("/api/jobs", params={"q": "job-04", "limit": 3})).json()
+            assert [job["name"] for job in named["jobs"]] == ["job-040", "job-041", "job-042"]
+            assert named["total"] == 10
+            failing = (await client.get("/api/jobs", params={"state": "failing"})).json()
+            assert [job["name"] for job in failing["jobs"]] == ["job-007"] and failing["total"] == 1
+            assert failing["jobs"][0]["last_fire"]["outcome"] == "failed"
+            for wrong in ({"limit": "0"}, {"offset": "-1"}, {"limit": "ten"}, {"state": "broken"}):
+                answer = await client.get("/api/jobs", params=wrong)
+                assert answer.status_code == 400 and answer.json()["error"], wrong
+
+    asyncio.run(scenario())

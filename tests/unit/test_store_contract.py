@@ -355,7 +355,32 @@ def test_history_lists_the_newest_fires_first(store: Store) -> None:
     other = claimed(store, job="other")
     assert [f.outcome for f in store.recent_fires(job="nightly", limit=2)] == ["passed", "failed"]
     assert [f.id for f in store.recent_fires(limit=2)] == [other.id, ids[2]]
-    assert {job: fire.id for job, fire in store.last_fires_by_job().items()} == {"nightly": ids[2], "other": other.id}
+    assert {job: fire.id for job, fire in store.last_fires_by_job(["nightly", "other", "idle"]).items()} == {
+        "nightly": ids[2],
+        "other": other.id,
+    }
+
+
+def test_the_newest_fires_of_many_jobs_are_read_at_once_newest_first(store: Store) -> None:
+    """What the status page shows on each job's row: its last fires, whichever job fired in between."""
+    ids: dict[str, list[int]] = {"nightly": [], "other": [], "third": []}
+    for minute in range(4):
+        for job in ("nightly", "other") if minute < 3 else ("nightly",):
+            ids[job].append(claimed(store, job=job, slot=SLOT + timedelta(minutes=minute)).id)
+    ids["third"].append(claimed(store, job="third").id)
+    recent = store.recent_fires_by_job(["nightly", "other", "idle", "nightly"], limit=2)
+    assert {job: [fire.id for fire in fires] for job, fires in recent.items()} == {
+        "nightly": ids["nightly"][:-3:-1],
+        "other": ids["other"][:-3:-1],
+    }
+    assert [fire.slot for fire in recent["nightly"]] == [SLOT + timedelta(minutes=3), SLOT + timedelta(minutes=2)]
+    last = store.last_fires_by_job(["third", "other", "idle"])
+    assert {job: fire.id for job, fire in last.items()} == {"third": ids["third"][0], "other": ids["other"][-1]}
+    assert store.recent_fires_by_job([], limit=20) == {} and store.last_fires_by_job([]) == {}
+    # More names than one statement takes: read in batches, none lost.
+    many = [f"job{index:04d}" for index in range(1200)] + ["third"]
+    assert [fire.id for fire in store.recent_fires_by_job(many, limit=5)["third"]] == ids["third"]
+    assert store.jobs_with_fires() == ["nightly", "other", "third"]
 
 
 def test_the_slots_already_recorded_are_known_so_none_is_fired_twice(store: Store) -> None:
