@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, column, delete, select, true, values
+from sqlalchemy import CTE, Select, bindparam, column, delete, select, true, values
 
 from scheduler.redaction import redact
 from scheduler.store.alerting import FAILED_DELIVERY, PENDING, IncidentRow, OutboxRow
@@ -25,16 +25,18 @@ from scheduler.store.schema import (
     _fire,
 )
 
-_SCHEDULED = (FIRES.c.job == bindparam("b_job"), FIRES.c.trigger == "schedule")
-_SLOT_BOUNDS = select(
-    select(FIRES.c.slot).where(*_SCHEDULED).order_by(FIRES.c.slot.asc()).limit(1).scalar_subquery(),
-    select(FIRES.c.slot).where(*_SCHEDULED).order_by(FIRES.c.slot.desc()).limit(1).scalar_subquery(),
+_RECORDED_SLOTS = select(FIRES.c.slot).where(
+    FIRES.c.job == bindparam("b_job"), FIRES.c.trigger == "schedule", FIRES.c.slot >= bindparam("b_since")
 )
-_RECORDED_SLOTS = select(FIRES.c.slot).where(*_SCHEDULED, FIRES.c.slot >= bindparam("b_since"))
 
 _NAMES_PER_QUERY = 500  # names in one statement: well under every backend's limit of bound parameters
 _FIELDS = [field.name for field in dataclasses.fields(Fire) if field.name != "runs"]  # columns, in Fire's order
 _REASONS = _FIELDS.index("failed_reasons")
+
+
+def _listed(names: Sequence[str]) -> CTE:
+    """Job names as a table of one column, ``job``, for a statement that looks up each of them by index."""
+    return values(column("job", FIRES.c.job.type), name="names").data([(name,) for name in names]).cte("names")
 
 
 def _plain_fire(row: Sequence[Any]) -> Fire:
@@ -139,7 +141,7 @@ class HistoryQueries(Sessions):
 
     def _newest_of(self, names: list[str], limit: int) -> Select[Any]:
         """The statement of ``recent_fires_by_job`` for one batch of names."""
-        listed = values(column("job", FIRES.c.job.type), name="names").data([(name,) for name in names]).cte("names")
+        listed = _listed(names)
         if self.engine.dialect.name == "postgresql":
             newest = (
                 select(FIRES).where(FIRES.c.job == listed.c.job).order_by(FIRES.c.id.desc()).limit(limit)
@@ -153,16 +155,20 @@ class HistoryQueries(Sessions):
     def slot_bounds(self, jobs: Sequence[str]) -> dict[str, tuple[datetime, datetime]]:
         """The oldest and newest scheduled slot recorded for each of these jobs (claimed, finished or skipped).
 
-        Two index lookups per job in one transaction (the unique (job, slot) index, read from either end): a
-        ``min``/``max`` grouped by job would read every row of every job.
+        One statement per ``_NAMES_PER_QUERY`` names: for each name, two lookups at either end of the unique
+        (job, slot) index. A ``min``/``max`` grouped by job would read every row of every job.
         """
+        names = list(dict.fromkeys(jobs))
         bounds: dict[str, tuple[datetime, datetime]] = {}
         with self._session("reading the jobs' recorded slots") as session:
-            connection = session.connection()
-            for job in jobs:
-                first, last = connection.execute(_SLOT_BOUNDS, {"b_job": job}).one()
-                if first is not None and last is not None:
-                    bounds[job] = (first, last)
+            for start in range(0, len(names), _NAMES_PER_QUERY):
+                listed = _listed(names[start : start + _NAMES_PER_QUERY])
+                scheduled = select(FIRES.c.slot).where(FIRES.c.job == listed.c.job, FIRES.c.trigger == "schedule")
+                first = scheduled.order_by(FIRES.c.slot.asc()).limit(1).scalar_subquery()
+                last = scheduled.order_by(FIRES.c.slot.desc()).limit(1).scalar_subquery()
+                for job, oldest, newest in session.execute(select(listed.c.job, first, last)):
+                    if oldest is not None and newest is not None:
+                        bounds[job] = (oldest, newest)
         return bounds
 
     def recorded_slots(self, since: Mapping[str, datetime]) -> dict[str, set[datetime]]:

@@ -402,6 +402,8 @@ def test_the_slots_already_recorded_are_known_so_none_is_fired_twice(store: Stor
         "idle": set(),
     }
     assert store.slot_bounds(["nightly", "idle"]) == {"nightly": (minutes[0], minutes[3])}
+    many = [f"job-{index}" for index in range(600)]  # more names than one statement takes
+    assert store.slot_bounds([*many, "nightly"]) == {"nightly": (minutes[0], minutes[3])}
 
 
 def test_the_latest_config_version_is_the_one_shown(store: Store) -> None:
