@@ -72,8 +72,11 @@ def run_with_edits(
     database_url: str,
     duration: float,
     each_recorded: bool = False,
+    until: Callable[[], bool] | None = None,
 ) -> tuple[Store, dict[float, datetime]]:
     """Run the daemon for ``duration`` seconds, applying each edit at its time; return when each edit happened.
+
+    With ``until``, it runs on past ``duration`` until that is true (a loaded machine fires later, not less).
 
     With ``each_recorded``, each edit also waits until the daemon has recorded the one before it (a version
     applied or rejected), and keeps its distance from it: a loaded machine delays the edits, never merges them.
@@ -99,6 +102,8 @@ def run_with_edits(
                     await eventually(functools.partial(recorded, store, count), within=30.0)
                     origin += loop.time() - before
             await asyncio.sleep(max(0.0, origin + duration - loop.time()))
+            if until is not None:
+                await eventually(until, within=30.0)
             stop.set()
             await task
 
@@ -137,6 +142,7 @@ def test_an_atomic_rename_adds_and_removes_jobs_without_a_restart(
         inbox=alert_inbox,
         database_url=sqlite_url,
         duration=6.0,
+        until=lambda: len(slots_of(simulator, "new")) >= 2,
     )
 
     [change] = config_changes(store)
@@ -160,6 +166,7 @@ def test_an_in_place_write_reschedules_a_changed_job(
         inbox=alert_inbox,
         database_url=sqlite_url,
         duration=5.0,
+        until=lambda: len(slots_of(simulator, "a")) >= 2,
     )
 
     [change] = config_changes(store)
