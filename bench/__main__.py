@@ -1,6 +1,7 @@
 """``python -m bench``: run the benchmarks, print the table, and optionally write it as Markdown.
 
-Small sizes by default (a few minutes on 2 cores); ``--full`` for the table of BENCHMARKS.md (about half an hour).
+Small sizes by default (a few minutes on 2 cores); ``--full`` for the table of BENCHMARKS.md (about an hour, half
+of it the soak).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bench.firelag import (
 from bench.idle import idle_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
+from bench.soak import WARM_UP, soak_run
 from bench.steady import RUN_DURATION, steady_run
 
 NAMES = (
@@ -49,6 +51,7 @@ NAMES = (
     "verdicts",
     "steady",
     "postgres",
+    "soak",
 )
 
 
@@ -69,6 +72,7 @@ class Sizes:
     steady: tuple[int, int]  # (jobs every minute, slots measured)
     validate: tuple[int, ...]  # jobs in each generated file
     validate_repeats: int
+    soak: tuple[int, int, float]  # (jobs, every so many seconds, minutes); the traced daemon fires a quarter
 
 
 DEFAULT = Sizes(
@@ -85,6 +89,7 @@ DEFAULT = Sizes(
     steady=(200, 2),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=1,
+    soak=(200, 10, 7),
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -100,6 +105,7 @@ FULL = Sizes(
     steady=(1000, 3),
     validate=(10_000, 20_000, 40_000),
     validate_repeats=3,
+    soak=(200, 10, 30),
 )
 
 
@@ -564,6 +570,58 @@ def bench_postgres(sizes: Sizes, report: Report, url: str | None) -> None:
     }
 
 
+SOAK_TARGET = 2.0  # MB of RSS per hour after the warm-up (issue 16)
+
+
+def bench_soak(sizes: Sizes, report: Report) -> None:
+    jobs, every, minutes = sizes.soak
+    traced_jobs = max(1, jobs // 4)
+    say(
+        f"soak: {jobs} jobs every {every} s for {minutes:g} min: the daemon and the floor side by side, and a "
+        f"daemon of {traced_jobs} jobs under tracemalloc"
+    )
+    result = soak_run(jobs, every, minutes * 60, traced_jobs=traced_jobs)
+    ours, floor = result.slope("daemon"), result.slope("floor")
+    warm = f"after the first {WARM_UP:.0%} ({result.seconds * WARM_UP / 60:.1f} min)"
+    kept_up = f"{result.fires:,} fires of {result.expected(jobs):,} due, {result.verdicts:,} with their verdict"
+    report.rows.append(
+        Row(
+            f"memory growth, {jobs} jobs every {every} s for {minutes:g} min (RSS slope {warm})",
+            f"RSS {ours:+.1f} MB/h ({_mb_span(result.daemon, result.seconds)}; {kept_up})" + _errors(result.errors),
+            f"floor (APScheduler 3 + httpx, the same jobs, each result followed to its end): RSS {floor:+.1f} MB/h "
+            f"({_mb_span(result.floor, result.seconds)})",
+            f"{ours - floor:+.1f} MB/h beside the floor",
+            f"RSS growth < {SOAK_TARGET:g} MB/h after warm-up",
+            ours < SOAK_TARGET,
+        )
+    )
+    heap = result.slope("heap")
+    grew = result.growth("heap") * 1e6
+    report.rows.append(
+        Row(
+            f"Python heap growth, {traced_jobs} jobs every {every} s under tracemalloc (slope {warm})",
+            f"traced heap {heap:+.2f} MB/h ({grew / max(result.traced_fires, 1):+.0f} bytes per fire; "
+            f"{result.traced_fires:,} fires of {result.expected(traced_jobs):,} due)",
+            f"the same process's RSS, tracemalloc's own tables included: {result.slope('traced_rss'):+.1f} MB/h",
+            "-",
+        )
+    )
+    if result.sites:
+        report.notes.append(
+            "soak: allocation sites that grew most in the traced daemon, end of the warm-up to the end (traceback "
+            "grouping; the innermost of our frames): " + "; ".join(site.text() for site in result.sites)
+        )
+    report.raw["soak"] = dataclasses.asdict(result) | {
+        "slopes": {name: result.slope(name) for name in ("daemon", "floor", "traced_rss", "heap")}
+    }
+
+
+def _mb_span(samples: list[tuple[float, float]], seconds: float) -> str:
+    """RSS at the end of the warm-up and at the end."""
+    after = [value for at, value in samples if at >= seconds * WARM_UP]
+    return f"{after[0]:.1f} to {after[-1]:.1f} MB" if after else "no samples"
+
+
 # -- output -----------------------------------------------------------------------------------------------
 
 COLUMNS = ("benchmark", "ours", "baseline (same run)", "ratio", "target", "")
@@ -626,7 +684,7 @@ def wait_for_quiet(limit: float, *, patience: float = 600, every: float = 30) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--full", action="store_true", help="the full sizes of BENCHMARKS.md (about half an hour)")
+    parser.add_argument("--full", action="store_true", help="the full sizes of BENCHMARKS.md (about an hour)")
     parser.add_argument("--only", choices=NAMES, action="append", help="run this benchmark only (repeatable)")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table as Markdown here")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every measurement as JSON here")
@@ -668,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": lambda: bench_verdicts(sizes, report),
         "steady": lambda: bench_steady(sizes, report),
         "postgres": lambda: bench_postgres(sizes, report, args.postgres),
+        "soak": lambda: bench_soak(sizes, report),
     }
     began = time.monotonic()
     for name in args.only or NAMES:
