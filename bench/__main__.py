@@ -611,6 +611,11 @@ def bench_soak(sizes: Sizes, report: Report) -> None:
             "soak: allocation sites that grew most in the traced daemon, end of the warm-up to the end (traceback "
             "grouping; the innermost of our frames): " + "; ".join(site.text() for site in result.sites)
         )
+    if result.types:
+        report.notes.append(
+            "soak: object types whose count grew most in the traced daemon, end of the warm-up to the end: "
+            + ", ".join(f"{name} {count:+,}" for name, count in result.types)
+        )
     report.raw["soak"] = dataclasses.asdict(result) | {
         "slopes": {name: result.slope(name) for name in ("daemon", "floor", "traced_rss", "heap")}
     }

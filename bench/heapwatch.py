@@ -2,19 +2,22 @@
 
 ``python -m bench.heapwatch --out DIR --every 5 -- run`` starts ``tracemalloc``, then a thread that appends
 ``<epoch seconds> <traced bytes>`` to ``DIR/heap.tsv`` every ``--every`` seconds and, whenever a file
-``DIR/<name>.want`` appears, writes ``DIR/<name>.pickle`` (a snapshot, after a ``gc.collect()``) and removes the
-request; then it runs ``scheduler.cli.main`` with the arguments after ``--``. The soak benchmark asks for the
-snapshots and compares them. A bench tool, not a feature of the daemon: nothing in ``scheduler/`` knows of it.
+``DIR/<name>.want`` appears, writes ``DIR/<name>.pickle`` (a snapshot, after a ``gc.collect()``) and
+``DIR/<name>.types.json`` (how many objects of each type the collector tracks) and removes the request; then it
+runs ``scheduler.cli.main`` with the arguments after ``--``. The soak benchmark asks for the snapshots and
+compares them. A bench tool, not a feature of the daemon: nothing in ``scheduler/`` knows of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import sys
 import threading
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 FRAMES = 8  # frames kept per allocation: enough to see which of our lines asked for it, cheap enough to soak
@@ -29,6 +32,8 @@ def watch(out: Path, every: float) -> None:
             time.sleep(LOOK_EVERY)
             for request in sorted(out.glob("*.want")):
                 gc.collect()
+                types = Counter(f"{type(item).__module__}.{type(item).__qualname__}" for item in gc.get_objects())
+                request.with_suffix(".types.json").write_text(json.dumps(types))
                 snapshot = tracemalloc.take_snapshot()
                 partial = request.with_suffix(".partial")
                 snapshot.dump(str(partial))

@@ -19,6 +19,7 @@ per hour.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 import sys
@@ -87,6 +88,7 @@ class SoakResult:
     traced_rss: Samples  # RSS of the traced daemon (tracemalloc's own tables included), MB
     heap: Samples  # traced Python heap of the traced daemon, MB
     sites: list[Site]  # the sites that grew most, end of warm-up to end (traced daemon)
+    types: list[tuple[str, int]]  # the object types whose count grew most, end of warm-up to end (traced daemon)
     fires: int  # fires the (untraced) daemon recorded after the warm-up
     verdicts: int  # ... of which finished (a verdict recorded) by the end
     traced_fires: int  # fires the traced daemon recorded after the warm-up
@@ -144,7 +146,8 @@ def soak_run(jobs: int, every: int, seconds: float, *, traced_jobs: int) -> Soak
                         code = _get(f"http://{each.address}{path}")
                         scrapes[f"{path} {code}"] = scrapes.get(f"{path} {code}", 0) + 1
             for name, at in list(snapshots.items()):
-                if elapsed >= at - SAMPLE_EVERY:
+                # Half-way between two slots, every time: as many results in flight at each snapshot.
+                if elapsed >= at - every and every / 2 <= time.time() % every < every / 2 + SAMPLE_EVERY:
                     (heap_folder / f"{name}.want").touch()
                     del snapshots[name]
             time.sleep(SAMPLE_EVERY)
@@ -155,6 +158,7 @@ def soak_run(jobs: int, every: int, seconds: float, *, traced_jobs: int) -> Soak
         errors = daemon.errors() + traced.errors()
         heap = _heap(heap_folder / "heap.tsv", began)
         sites = _sites([heap_folder / "warm.pickle", heap_folder / "end.pickle"])
+        types = _types(heap_folder / "warm.types.json", heap_folder / "end.types.json")
     return SoakResult(
         jobs=jobs,
         traced_jobs=traced_jobs,
@@ -165,6 +169,7 @@ def soak_run(jobs: int, every: int, seconds: float, *, traced_jobs: int) -> Soak
         traced_rss=samples["traced_rss"],
         heap=heap,
         sites=sites,
+        types=types,
         fires=counts[0][0],
         verdicts=counts[0][1],
         traced_fires=counts[1][0],
@@ -265,6 +270,13 @@ def _sites(paths: list[Path]) -> list[Site]:
             )
         )
     return sites
+
+
+def _types(first: Path, last: Path) -> list[tuple[str, int]]:
+    """The types of objects the collector tracks whose count grew most between two snapshots."""
+    before, after = json.loads(first.read_text()), json.loads(last.read_text())
+    grew = {name: count - before.get(name, 0) for name, count in after.items()}
+    return sorted(((name, diff) for name, diff in grew.items() if diff > 0), key=lambda item: -item[1])[:TOP_SITES]
 
 
 def _short(filename: str) -> str:
