@@ -1,6 +1,7 @@
 """``python -m bench``: run the benchmarks, print the table, and optionally write it as Markdown.
 
-Small sizes by default (a few minutes on 2 cores); ``--full`` for the table of BENCHMARKS.md (about half an hour).
+Small sizes by default (a few minutes on 2 cores); ``--full`` for the table of BENCHMARKS.md (about an hour, half
+of it the soak).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bench.page import page_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
 from bench.queries import BASE_PER_JOB, Measured, QueryTime, measure
+from bench.soak import WARM_UP, soak_run
 from bench.steady import RUN_DURATION, steady_run
 
 NAMES = (
@@ -55,6 +57,7 @@ NAMES = (
     "queries",
     "cli",
     "page",
+    "soak",
 )
 
 
@@ -78,6 +81,7 @@ class Sizes:
     history: tuple[int, int]  # (jobs, fires) of the long history the queries, jobs and history are timed on
     cli_repeats: int
     page_window: float  # seconds of each window of the page benchmark (on the ``history`` database)
+    soak: tuple[int, int, float]  # (jobs, every so many seconds, minutes); the traced daemon fires a quarter
 
 
 DEFAULT = Sizes(
@@ -97,6 +101,7 @@ DEFAULT = Sizes(
     history=(1000, 100_000),
     cli_repeats=7,
     page_window=30,
+    soak=(200, 10, 8),
 )
 FULL = Sizes(
     firelag={100: 5, 1000: 3, 10_000: 1},
@@ -115,6 +120,7 @@ FULL = Sizes(
     history=(1000, 1_000_000),
     cli_repeats=11,
     page_window=60,
+    soak=(200, 10, 30),
 )
 
 
@@ -675,6 +681,66 @@ def bench_queries(sizes: Sizes, report: Report, url: str | None) -> None:
     }
 
 
+SOAK_TARGET = 2.0  # MB of RSS per hour after the warm-up (issue 16)
+SETTLED = 600  # seconds after which the daemon's memory has settled: its caches fill for about 10 min
+
+
+def bench_soak(sizes: Sizes, report: Report) -> None:
+    jobs, every, minutes = sizes.soak
+    traced_jobs = max(1, jobs // 4)
+    say(
+        f"soak: {jobs} jobs every {every} s for {minutes:g} min: the daemon and the floor side by side, and a "
+        f"daemon of {traced_jobs} jobs under tracemalloc"
+    )
+    result = soak_run(jobs, every, minutes * 60, traced_jobs=traced_jobs)
+    ours, floor = result.slope("daemon"), result.slope("floor")
+    judged = result.seconds * WARM_UP >= SETTLED  # a shorter warm-up leaves the daemon's caches filling
+    warm = f"after the first {WARM_UP:.0%} ({result.seconds * WARM_UP / 60:.1f} min)"
+    kept_up = f"{result.fires:,} fires of {result.expected(jobs):,} due, {result.verdicts:,} with their verdict"
+    report.rows.append(
+        Row(
+            f"memory growth, {jobs} jobs every {every} s for {minutes:g} min (RSS slope {warm})",
+            f"RSS {ours:+.1f} MB/h ({_mb_span(result.daemon, result.seconds)}; {kept_up})" + _errors(result.errors),
+            f"floor (APScheduler 3 + httpx, the same jobs, each result followed to its end): RSS {floor:+.1f} MB/h "
+            f"({_mb_span(result.floor, result.seconds)})",
+            f"{ours - floor:+.1f} MB/h beside the floor",
+            f"RSS growth < {SOAK_TARGET:g} MB/h after warm-up"
+            + ("" if judged else f" (judged after a warm-up of {SETTLED / 60:.0f} min: --full)"),
+            ours < SOAK_TARGET if judged else None,
+        )
+    )
+    heap = result.slope("heap")
+    grew = result.growth("heap") * 1e6
+    report.rows.append(
+        Row(
+            f"Python heap growth, {traced_jobs} jobs every {every} s under tracemalloc (slope {warm})",
+            f"traced heap {heap:+.2f} MB/h ({grew / max(result.traced_fires, 1):+.0f} bytes per fire; "
+            f"{result.traced_fires:,} fires of {result.expected(traced_jobs):,} due)",
+            f"the same process's RSS, tracemalloc's own tables included: {result.slope('traced_rss'):+.1f} MB/h",
+            "-",
+        )
+    )
+    if result.sites:
+        report.notes.append(
+            "soak: allocation sites that grew most in the traced daemon, end of the warm-up to the end (traceback "
+            "grouping; the innermost of our frames): " + "; ".join(site.text() for site in result.sites)
+        )
+    if result.types:
+        report.notes.append(
+            "soak: object types whose count grew most in the traced daemon, end of the warm-up to the end: "
+            + ", ".join(f"{name} {count:+,}" for name, count in result.types)
+        )
+    report.raw["soak"] = dataclasses.asdict(result) | {
+        "slopes": {name: result.slope(name) for name in ("daemon", "floor", "traced_rss", "heap")}
+    }
+
+
+def _mb_span(samples: list[tuple[float, float]], seconds: float) -> str:
+    """RSS at the end of the warm-up and at the end."""
+    after = [value for at, value in samples if at >= seconds * WARM_UP]
+    return f"{after[0]:.1f} to {after[-1]:.1f} MB" if after else "no samples"
+
+
 # -- output -----------------------------------------------------------------------------------------------
 
 COLUMNS = ("benchmark", "ours", "baseline (same run)", "ratio", "target", "")
@@ -761,7 +827,7 @@ def wait_for_quiet(limit: float, *, patience: float = 600, every: float = 30) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--full", action="store_true", help="the full sizes of BENCHMARKS.md (about half an hour)")
+    parser.add_argument("--full", action="store_true", help="the full sizes of BENCHMARKS.md (about an hour)")
     parser.add_argument("--only", choices=NAMES, action="append", help="run this benchmark only (repeatable)")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table as Markdown here")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every measurement as JSON here")
@@ -806,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         "queries": lambda: bench_queries(sizes, report, args.postgres),
         "cli": lambda: bench_cli(sizes, report),
         "page": lambda: bench_page(sizes, report),
+        "soak": lambda: bench_soak(sizes, report),
     }
     began = time.monotonic()
     for name in args.only or NAMES:

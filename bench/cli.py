@@ -64,13 +64,13 @@ def _running_daemon(folder: Path) -> Iterator[str]:
             folder, simulator_url=simulator.url, database_url=f"sqlite:///{folder / 'daemon.db'}", config=config
         )
         try:
-            env = clean_environment(SCHEDULER_HTTP_ADDR=daemon.http_addr)
+            env = clean_environment(SCHEDULER_HTTP_ADDR=daemon.address)
             deadline = time.monotonic() + 60
             while _check(env, folder) != 0:
                 if daemon.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the daemon did not answer /healthz:\n{daemon.log_text()[-2000:]}")
                 time.sleep(0.2)
-            yield daemon.http_addr
+            yield daemon.address
         finally:
             daemon.stop()
 

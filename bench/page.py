@@ -79,7 +79,7 @@ def _config(names: list[str], now: datetime) -> str:
 
 def _ready(daemon: Daemon, jobs: int) -> None:
     daemon.wait_for_log("next fire of", timeout=120 + jobs * 0.01)
-    _get("http://" + daemon.http_addr + "/")  # the first answer warms imports and caches up; not counted
+    _get("http://" + daemon.address + "/")  # the first answer warms imports and caches up; not counted
     time.sleep(3)  # the first ticks, and a catch-up if any, are over
 
 
@@ -127,12 +127,12 @@ def page_run(jobs: int, fires: int, *, window: float) -> PageResult:
             quiet_start = float(int(time.time()) + 1)
             time.sleep(quiet_start + window - time.time())
             tab_start = quiet_start + window
-            tab = _every_second("http://" + daemon.http_addr + "/", tab_start, tab_start + window)
+            tab = _every_second("http://" + daemon.address + "/", tab_start, tab_start + window)
             busy_start = tab_start + window
             cpu_before = cpu_seconds(daemon.pid)
-            busy = _back_to_back("http://" + daemon.http_addr + "/", busy_start + window)
+            busy = _back_to_back("http://" + daemon.address + "/", busy_start + window)
             cpu = cpu_seconds(daemon.pid) - cpu_before
-            api = [_get("http://" + daemon.http_addr + "/api/jobs") for _ in range(API_REQUESTS)]
+            api = [_get("http://" + daemon.address + "/api/jobs") for _ in range(API_REQUESTS)]
             time.sleep(1.5)  # the last tick's POST of the window, and its answer
             quiet = _tick_lags(sim, quiet_start, tab_start)
             tabbed = _tick_lags(sim, tab_start, busy_start)
@@ -143,7 +143,7 @@ def page_run(jobs: int, fires: int, *, window: float) -> PageResult:
         empty = f"sqlite:///{empty_folder / 'empty.db'}"
         with daemons(empty_folder, 1, simulator_url=sim.url, database_url=empty, config=config) as [bare]:
             _ready(bare, jobs)
-            page_empty = [_get("http://" + bare.http_addr + "/") for _ in range(EMPTY_REQUESTS)]
+            page_empty = [_get("http://" + bare.address + "/") for _ in range(EMPTY_REQUESTS)]
         errors += bare.errors()
     return PageResult(
         jobs=jobs,

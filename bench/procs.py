@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,8 +164,8 @@ class Daemon:
 
     process: subprocess.Popen[bytes]
     log: Path
+    address: str  # host:port of its web server (/healthz, /metrics)
     profiler: subprocess.Popen[bytes] | None = None
-    http_addr: str = ""  # its SCHEDULER_HTTP_ADDR
 
     @property
     def pid(self) -> int:
@@ -195,8 +195,19 @@ class Daemon:
             self.profiler.wait(timeout=60)  # py-spy writes its profile once the daemon has exited
 
 
-def start_daemon(folder: Path, *, simulator_url: str, database_url: str, config: Path, name: str = "daemon") -> Daemon:
-    """Start ``python -m scheduler run`` (what ``cekura-scheduler run`` is) on a config, against the simulator."""
+def start_daemon(
+    folder: Path,
+    *,
+    simulator_url: str,
+    database_url: str,
+    config: Path,
+    name: str = "daemon",
+    launcher: Sequence[str] = ("-m", "scheduler"),
+) -> Daemon:
+    """Start ``python -m scheduler run`` (what ``cekura-scheduler run`` is) on a config, against the simulator.
+
+    ``launcher``: what runs the command line instead of ``-m scheduler`` (e.g. ``-m bench.heapwatch ... --``).
+    """
     log = folder / f"{name}.log"
     address = f"127.0.0.1:{free_port()}"
     env = clean_environment(
@@ -208,9 +219,9 @@ def start_daemon(folder: Path, *, simulator_url: str, database_url: str, config:
     )
     with log.open("wb") as stderr:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", "run"], cwd=folder, env=env, stderr=stderr, stdout=subprocess.DEVNULL
+            [sys.executable, *launcher, "run"], cwd=folder, env=env, stderr=stderr, stdout=subprocess.DEVNULL
         )
-    return Daemon(process=process, log=log, profiler=_profile(process.pid, name), http_addr=address)
+    return Daemon(process=process, log=log, address=address, profiler=_profile(process.pid, name))
 
 
 def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:

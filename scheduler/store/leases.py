@@ -17,6 +17,17 @@ def _abandoned(now: datetime) -> tuple[Any, ...]:
     return FireRow.state.in_([CLAIMED, SUBMITTED]), or_(FireRow.lease_until.is_(None), FireRow.lease_until < now)
 
 
+def _padded(ids: Sequence[int]) -> list[int]:
+    """The ids, the last one repeated up to the next power of two: an IN list of one of a few lengths.
+
+    Each length is a statement of its own to the driver, prepared and kept (sqlite3) as a new text. The results in
+    flight vary by the dozen from one heartbeat to the next, so unpadded nearly every heartbeat prepared two new
+    statements (~80 KB each at a few hundred ids), and their churn through the statement cache fragmented memory.
+    """
+    size = 1 << (len(ids) - 1).bit_length()
+    return [*ids, *[ids[-1]] * (size - len(ids))]
+
+
 class LeaseQueries(Sessions):
     """Renewing, handing back and taking over leases (mixed into ``Store``)."""
 
@@ -24,14 +35,15 @@ class LeaseQueries(Sessions):
         """Extend this owner's leases; returns the ids whose lease it still holds."""
         if not fire_ids:
             return set()
+        ids = _padded(fire_ids)
         with self._session("renewing leases") as session:
             session.execute(
                 update(FireRow)
-                .where(FireRow.id.in_(list(fire_ids)), FireRow.owner == owner)
+                .where(FireRow.id.in_(ids), FireRow.owner == owner)
                 .values(lease_until=until)
                 .execution_options(synchronize_session=False)
             )
-            held = session.scalars(select(FireRow.id).where(FireRow.id.in_(list(fire_ids)), FireRow.owner == owner))
+            held = session.scalars(select(FireRow.id).where(FireRow.id.in_(ids), FireRow.owner == owner))
             return set(held)
 
     def release_leases(self, owner: str, fire_ids: Sequence[int] | None = None, *, at: datetime) -> None:

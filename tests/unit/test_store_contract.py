@@ -271,6 +271,15 @@ def test_a_renewed_lease_is_taken_over_only_after_its_new_end(store: Store) -> N
     assert store.renew_leases("a", [], until=LATER) == set()
 
 
+def test_renewing_many_leases_renews_each_one_held_and_only_those(store: Store) -> None:
+    mine = [claimed(store, job=f"j{index}", owner="a", lease_until=NOW) for index in range(5)]
+    other = claimed(store, job="other", owner="b", lease_until=NOW)
+    ids = [fire.id for fire in mine]
+    assert store.renew_leases("a", [*ids, other.id], until=LATER) == set(ids)
+    taken = store.take_over("c", now=NOW + timedelta(seconds=1), until=LATER)
+    assert [fire.id for fire in taken] == [other.id]  # only the other owner's lease ran out
+
+
 def test_finished_fires_are_never_taken_over(store: Store) -> None:
     fire = claimed(store, owner="a", lease_until=NOW)
     store.finish(fire.id, outcome="passed", at=NOW)
