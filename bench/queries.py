@@ -40,10 +40,6 @@ class QueryTime:
     big: float  # median seconds on the long history
     base: float  # median seconds on the baseline
 
-    @property
-    def ratio(self) -> float:
-        return self.big / self.base if self.base > 0 else float("inf")
-
 
 class _Context:
     """What the operations share on one database: the jobs, a clock, and fresh slots to claim."""
