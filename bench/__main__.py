@@ -40,7 +40,7 @@ from bench.page import page_run
 from bench.plan import Lags, seconds
 from bench.polling import IN_FLIGHT, PROBES, ProbeResult, poll_run, probe_run
 from bench.queries import BASE_PER_JOB, Measured, QueryTime, measure
-from bench.soak import WARM_UP, soak_run
+from bench.soak import WARM_UP, SoakResult, soak_run
 from bench.steady import RUN_DURATION, steady_run
 
 NAMES = (
@@ -724,6 +724,8 @@ def bench_soak(sizes: Sizes, report: Report) -> None:
             ours < SOAK_TARGET if judged else None,
         )
     )
+    if result.parts:
+        report.notes.append(f"soak: who holds the daemon's memory (bench.memwatch), slopes {warm}: " + _parts(result))
     heap = result.slope("heap")
     grew = result.growth("heap") * 1e6
     report.rows.append(
@@ -746,8 +748,32 @@ def bench_soak(sizes: Sizes, report: Report) -> None:
             + ", ".join(f"{name} {count:+,}" for name, count in result.types)
         )
     report.raw["soak"] = dataclasses.asdict(result) | {
-        "slopes": {name: result.slope(name) for name in ("daemon", "floor", "traced_rss", "heap")}
+        "slopes": {name: result.slope(name) for name in ("daemon", "floor", "traced_rss", "heap", *result.parts)}
     }
+
+
+_PARTS = {  # bench.memwatch's series, as the report names them
+    "rss_anon": "anonymous RSS (heaps, Python's arenas, stacks)",
+    "rss_file": "file-backed RSS (code)",
+    "malloc_used": "malloc in use",
+    "malloc_free": "malloc free but kept",
+    "malloc_mapped": "malloc's big blocks",
+    "sqlite": "SQLite's allocator",
+}
+
+
+def _parts(result: SoakResult) -> str:
+    """Each holder's slope and span after the warm-up, and the arenas at the end."""
+    said = []
+    for name, label in _PARTS.items():
+        if name in result.parts:
+            said.append(f"{label} {result.slope(name):+.1f} MB/h ({_mb_span(result.parts[name], result.seconds)})")
+    if "blocks" in result.parts:
+        blocks = [value for at, value in result.parts["blocks"] if at >= result.seconds * WARM_UP]
+        said.append(f"CPython blocks {result.slope('blocks') * 1e6:+,.0f}/h ({blocks[0]:.3f}M to {blocks[-1]:.3f}M)")
+    if arenas := result.parts.get("arenas"):
+        said.append(f"{arenas[-1][1]:.0f} malloc arenas at the end")
+    return "; ".join(said)
 
 
 def _mb_span(samples: list[tuple[float, float]], seconds: float) -> str:

@@ -10,15 +10,15 @@ compares them. A bench tool, not a feature of the daemon: nothing in ``scheduler
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import sys
-import threading
 import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
+
+from bench.memwatch import run_watched
 
 FRAMES = 8  # frames kept per allocation: enough to see which of our lines asked for it, cheap enough to soak
 LOOK_EVERY = 0.5  # seconds between two looks for a snapshot request
@@ -46,17 +46,15 @@ def watch(out: Path, every: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.heapwatch", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="a folder for heap.tsv and the snapshots")
-    parser.add_argument("--every", type=float, default=5.0, help="seconds between two samples of the traced heap")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- and the scheduler's arguments, e.g. -- run")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    tracemalloc.start(FRAMES)
-    threading.Thread(target=watch, args=(args.out, args.every), name="heapwatch", daemon=True).start()
-    from scheduler.cli import main as scheduler_main  # imported under tracing: its import is part of the heap
-
-    scheduler_main(command, prog_name="cekura-scheduler")
+    run_watched(
+        argv,
+        watch,
+        name="heapwatch",
+        description=__doc__.splitlines()[0],
+        out_help="a folder for heap.tsv and the snapshots",
+        every=5.0,
+        start=lambda: tracemalloc.start(FRAMES),
+    )
 
 
 if __name__ == "__main__":

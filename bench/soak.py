@@ -4,7 +4,9 @@ N jobs every few seconds for many minutes, the whole life of each fire exercised
 routing: the simulator's results end after ``RUN_DURATION`` s, so each is read about twice). Three processes run
 at once, each against a simulator of its own:
 
-- the daemon (``python -m scheduler run``, SQLite), its RSS read from ``/proc`` every ``SAMPLE_EVERY`` s;
+- the daemon (``python -m scheduler run``, SQLite), its RSS read from ``/proc`` every ``SAMPLE_EVERY`` s, started
+  through ``bench.memwatch``, which samples from inside it who holds that memory (malloc's bytes in use and free,
+  SQLite's allocator, CPython's block count) without slowing it;
 - the same daemon started through ``bench.heapwatch``, which traces allocations: its traced Python heap every
   few seconds, and snapshots at the end of the warm-up, in the middle and at the end, compared for the sites that
   grew (tracemalloc slows a process and its own tables take memory, so its RSS is not the one reported);
@@ -87,6 +89,7 @@ class SoakResult:
     floor: Samples
     traced_rss: Samples  # RSS of the traced daemon (tracemalloc's own tables included), MB
     heap: Samples  # traced Python heap of the traced daemon, MB
+    parts: dict[str, Samples]  # the daemon's memory by holder (bench.memwatch): rss_anon, malloc_used, sqlite, ...
     sites: list[Site]  # the sites that grew most, end of warm-up to end (traced daemon)
     types: list[tuple[str, int]]  # the object types whose count grew most, end of warm-up to end (traced daemon)
     fires: int  # fires the (untraced) daemon recorded after the warm-up
@@ -96,7 +99,7 @@ class SoakResult:
     errors: int  # ERROR lines in the two daemons' logs
 
     def slope(self, name: str) -> float:
-        samples: Samples = getattr(self, name)
+        samples: Samples = self.parts[name] if name in self.parts else getattr(self, name)
         return slope_per_hour(after_warm_up(samples, self.seconds))
 
     def expected(self, jobs: int) -> int:
@@ -105,7 +108,7 @@ class SoakResult:
 
     def growth(self, name: str) -> float:
         """MB from the first sample after the warm-up to the last."""
-        samples = after_warm_up(getattr(self, name), self.seconds)
+        samples = after_warm_up(self.parts[name] if name in self.parts else getattr(self, name), self.seconds)
         return samples[-1][1] - samples[0][1] if samples else float("nan")
 
 
@@ -124,8 +127,10 @@ def soak_run(jobs: int, every: int, seconds: float, *, traced_jobs: int) -> Soak
         heap_folder = folder / "heap"
         heap_folder.mkdir()
         launcher = ["-m", "bench.heapwatch", "--out", str(heap_folder), "--every", str(HEAP_EVERY), "--"]
+        parts_file = folder / "parts.jsonl"
+        watched = ["-m", "bench.memwatch", "--out", str(parts_file), "--every", str(SAMPLE_EVERY), "--"]
         databases = [folder / "daemon.db", folder / "traced.db"]
-        daemon = stack.enter_context(_daemon(folder, sims[0].url, databases[0], config, "daemon"))
+        daemon = stack.enter_context(_daemon(folder, sims[0].url, databases[0], config, "daemon", watched))
         traced = stack.enter_context(_daemon(folder, sims[1].url, databases[1], traced_config, "traced", launcher))
         floor = stack.enter_context(_floor(sims[2].url, jobs, every))
         for each in (daemon, traced):
@@ -157,6 +162,7 @@ def soak_run(jobs: int, every: int, seconds: float, *, traced_jobs: int) -> Soak
         counts = [_counts(path, began + seconds * WARM_UP) for path in databases]
         errors = daemon.errors() + traced.errors()
         heap = _heap(heap_folder / "heap.tsv", began)
+        parts = _parts(parts_file, began)
         sites = _sites([heap_folder / "warm.pickle", heap_folder / "end.pickle"])
         types = _types(heap_folder / "warm.types.json", heap_folder / "end.types.json")
     return SoakResult(
@@ -168,6 +174,7 @@ def soak_run(jobs: int, every: int, seconds: float, *, traced_jobs: int) -> Soak
         floor=samples["floor"],
         traced_rss=samples["traced_rss"],
         heap=heap,
+        parts=parts,
         sites=sites,
         types=types,
         fires=counts[0][0],
@@ -248,6 +255,19 @@ def _heap(path: Path, began: float) -> Samples:
         at, size = line.split()
         samples.append((float(at) - began, int(size) / 1e6))
     return [(t, v) for t, v in samples if t >= 0]
+
+
+def _parts(path: Path, began: float) -> dict[str, Samples]:
+    """bench.memwatch's readings as one series per holder, (seconds since the start of the measurement, MB);
+    CPython's allocated blocks in millions."""
+    parts: dict[str, Samples] = {}
+    for line in path.read_text().splitlines():
+        reading = json.loads(line)
+        at = reading.pop("at") - began
+        if at >= 0:
+            for name, value in reading.items():
+                parts.setdefault(name, []).append((at, value / 1e6 if name == "blocks" else value))
+    return parts
 
 
 def _sites(paths: list[Path]) -> list[Site]:
