@@ -261,6 +261,7 @@ def make_daemon(
     api_key: str = API_KEY,
     clock: Clock | None = None,
     config_source: ConfigSource | None = None,
+    release_memory: Callable[[], None] | None = None,
 ) -> Daemon:
     return Daemon(
         config=config,
@@ -270,6 +271,7 @@ def make_daemon(
         clock=clock or QuickClock(),
         alert_backoff=timedelta(milliseconds=100),
         config_source=config_source,
+        release_memory=release_memory,
     )
 
 

@@ -101,6 +101,7 @@ async def connected_daemon(
     settings: Settings, config: Config, store: Store, api_key: SecretStr, source: ConfigSource | None = None
 ) -> AsyncIterator[Daemon]:
     # Imported here: the commands that only read the database never load the engine, httpx or Apprise.
+    from scheduler import memory
     from scheduler.cekura import CekuraClient
     from scheduler.daemon import READS_IN_FLIGHT, Daemon
     from scheduler.delivery import AppriseSender
@@ -119,6 +120,7 @@ async def connected_daemon(
             alerts=AppriseSender(),
             config_source=source,
             webhooks=settings.webhook_secret is not None,
+            release_memory=memory.release_free_memory,
         )
 
 

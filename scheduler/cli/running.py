@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -19,7 +18,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from scheduler import __version__
+from scheduler import __version__, memory
 from scheduler.cli import common
 from scheduler.cli.options import settings_options
 from scheduler.config import ConfigSource
@@ -30,30 +29,12 @@ from scheduler.store import Fire
 
 logger = logging.getLogger("scheduler")  # the name its start line has always had in the log
 
-MALLOC_ARENAS = 2  # glibc's malloc arenas for the daemon (its default: up to eight per core)
-_M_ARENA_MAX = -8  # mallopt's parameter for that, from glibc's <malloc.h>
-
-
-def limit_malloc_arenas() -> None:
-    """Let glibc's malloc keep at most ``MALLOC_ARENAS`` arenas, unless ``MALLOC_ARENA_MAX`` already says.
-
-    A thread that allocates while another holds an arena gets one of its own, and what one arena frees cannot
-    serve another: with the worker threads of the store spread over 5-8 arenas, the bytes malloc kept free grew
-    for as long as the soak benchmark ran. The threads mostly wait on SQLite and the network, so two arenas
-    cost no measurable contention. Called before any thread starts; a no-op where the C library has no such
-    setting (musl's mallopt ignores it, macOS has none).
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:  # glibc read it at start-up
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-
 
 @click.command()
 @settings_options
 def run() -> None:
     """Run the daemon: fire the jobs of SCHEDULER_CONFIG (./jobs.toml) until SIGTERM or Ctrl-C."""
-    limit_malloc_arenas()
+    memory.limit_malloc_arenas()
     settings, api_key = common.daemon_settings()
     source = ConfigSource(settings.config_path, env=os.environ)
     config = common.loaded(source.load)

@@ -39,7 +39,7 @@ from scheduler.daemon.reloading import Reloader
 from scheduler.daemon.runtime import MANUAL, READS_IN_FLIGHT, SCHEDULED, Runtime
 from scheduler.daemon.submission import Submitter
 from scheduler.daemon.timetable import Timetable
-from scheduler.daemon.upkeep import KEY_CHECK_EVERY, Upkeep
+from scheduler.daemon.upkeep import KEY_CHECK_EVERY, RELEASE_MEMORY_EVERY, Upkeep
 from scheduler.errors import ConfigIssue, JobNotFoundError, SlotNotClaimedError, StoreError, SubmissionUnsettledError
 from scheduler.incidents import DATABASE_DOWN
 from scheduler.metrics import Metrics
@@ -72,6 +72,7 @@ class Daemon:
         alert_backoff: timedelta = timedelta(seconds=5),
         key_check_every: float = KEY_CHECK_EVERY,
         webhooks: bool = False,
+        release_memory: Callable[[], None] | None = None,
     ) -> None:
         redaction.install()
         redaction.register([*config.secrets, *cekura.secrets()])
@@ -100,7 +101,12 @@ class Daemon:
         self.submitter = Submitter(rt)
         self.missed = MissedSlots(rt, admission=self.admission, fire=self.fire)
         self.upkeep = Upkeep(
-            rt, follower=self.follower, submitter=self.submitter, missed=self.missed, key_check_every=key_check_every
+            rt,
+            follower=self.follower,
+            submitter=self.submitter,
+            missed=self.missed,
+            key_check_every=key_check_every,
+            release_memory=release_memory,
         )
         self.reloader = (
             Reloader(rt, source=config_source, timetable=self.timetable, wake=self._wake) if config_source else None
@@ -200,6 +206,8 @@ class Daemon:
             loops.append(("config-watch", self.reloader.watch_forever, minute))
         key_stale = timedelta(seconds=3 * upkeep.key_check_every) + minute
         loops.append(("key-check", upkeep.check_key_forever, key_stale))
+        if upkeep.release_memory is not None:
+            loops.append(("memory", upkeep.release_memory_forever, timedelta(seconds=3 * RELEASE_MEMORY_EVERY)))
         return loops
 
     async def _timer(self, tick: Callable[[], None]) -> None:

@@ -4,6 +4,7 @@ failing, and shown as down (then up again) in its health, which /healthz reads."
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scheduler import memory
+from scheduler.clock import VirtualClock
+from scheduler.config import Config
+from scheduler.daemon import Daemon
 from scheduler.simulator import Simulator
+from scheduler.store import Store
 from scheduler.supervision import FAILURES_BEFORE_ALERT, Supervisor
 from tests.conftest import AlertInbox, eventually, make_daemon, prepare
 
@@ -118,15 +124,15 @@ def test_a_loop_that_stops_turning_is_stale() -> None:
     asyncio.run(main())
 
 
+def _hourly_job(tmp_path: Path, inbox: AlertInbox, database_url: str) -> tuple[Config, Store]:
+    jobs = '\n[jobs.hourly]\nevery = "1h"\nagent = 12\nscenarios = [101]\n'
+    return prepare(tmp_path, jobs, inbox=inbox, database_url=database_url)
+
+
 def test_the_daemon_runs_every_loop_under_supervision(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
-    config, store = prepare(
-        tmp_path,
-        '\n[jobs.hourly]\nevery = "1h"\nagent = 12\nscenarios = [101]\n',
-        inbox=alert_inbox,
-        database_url=sqlite_url,
-    )
+    config, store = _hourly_job(tmp_path, alert_inbox, sqlite_url)
 
     async def scenario() -> set[str]:
         async with httpx.AsyncClient(timeout=5.0) as http:
@@ -147,3 +153,31 @@ def test_the_daemon_runs_every_loop_under_supervision(
 
     names = asyncio.run(scenario())
     assert names == {"timer", "sweep", "heartbeat", "outbox", "prune", "key-check"}
+
+
+def test_the_process_hands_free_memory_back_every_minute_in_a_loop_of_its_own(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    config, store = _hourly_job(tmp_path, alert_inbox, sqlite_url)
+    released: list[datetime] = []
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            daemon: Daemon | None = None
+
+            def release() -> None:
+                assert daemon is not None
+                released.append(daemon.clock.now())
+                memory.release_free_memory()
+
+            daemon = make_daemon(config, store, http, simulator, clock=VirtualClock(), release_memory=release)
+            stop = asyncio.Event()
+            task = asyncio.create_task(daemon.run(stop))
+            await eventually(lambda: len(released) >= 3)
+            assert "memory" in {loop.name for loop in daemon.loop_health()}
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(released)]
+    assert all(gap >= timedelta(seconds=59) for gap in gaps), gaps
