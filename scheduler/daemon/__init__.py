@@ -256,7 +256,8 @@ class Daemon:
         except SubmissionUnsettledError:
             return claimed  # left claimed; the sweep looks it up again later
         except StoreError as error:
-            # Cekura may have the submission; the sweep finds it by name once the database is back.
+            # Answers and verdicts are written patiently; should another read fail, Cekura may have the
+            # submission, and the sweep finds it by name once the database is back and the lease has run out.
             logger.error("%s: cannot record the answer: %s", claimed.submission_name, error, extra={"job": job.name})
             await rt.problem(DATABASE_DOWN, f"Cannot record the answer to {claimed.submission_name}.\n{error}")
             return claimed

@@ -155,23 +155,28 @@ class Submitter:
         raise SubmissionUnsettledError(message)
 
     async def record_answer(self, fire: Fire, result: Result | ResultSummary) -> Fire:
-        """Record the result Cekura created for a fire: its answer to the POST, or a search hit (adopted)."""
+        """Record the result Cekura created for a fire: its answer to the POST, or a search hit (adopted).
+
+        The answer is the only trace of a paid run this process holds, so a database that cannot take it is
+        retried until it does (the fire stays this process's, its lease renewed as soon as the database answers),
+        rather than left to a sweep that waits for the lease to run out and searches Cekura by name. A retry of a
+        write whose commit was in fact made is recognised by its own values and counts as recorded.
+        """
         assert result.id is not None
         rt = self._rt
         now = rt.clock.now()
         deadline = now + rt.result_timeout(fire.job)
         runs = run_records(result) if isinstance(result, Result) else []
-        recorded = await self._answers(
-            {
-                "fire_id": fire.id,
-                "result_id": result.id,
-                "status": result.status,
-                "runs": runs,
-                "runs_created": len(result.runs) if isinstance(result, Result) else None,
-                "at": now,
-                "poll_deadline": deadline,
-            }
-        )
+        answer = {
+            "fire_id": fire.id,
+            "result_id": result.id,
+            "status": result.status,
+            "runs": runs,
+            "runs_created": len(result.runs) if isinstance(result, Result) else None,
+            "at": now,
+            "poll_deadline": deadline,
+        }
+        recorded = await rt.patiently(f"the answer to {fire.submission_name}", lambda: self._answers(answer))
         extra = {"job": fire.job, "slot": fire.slot.isoformat(), "result_id": result.id}
         if not recorded:
             logger.error(
@@ -184,7 +189,7 @@ class Submitter:
         runs_said = len(result.runs) if isinstance(result, Result) else "unknown"
         logger.info("%s submitted as result %d (%s runs)", fire.submission_name, result.id, runs_said, extra=extra)
         if not recorded:
-            refreshed = await rt.db(rt.store.get_fire, fire.id)
+            refreshed = await rt.db_patiently(f"fire {fire.id}", rt.store.get_fire, fire.id)
             assert refreshed is not None
             return refreshed
         # What the database now holds, without reading it back (a second transaction per fire).
@@ -206,7 +211,8 @@ class Submitter:
         logger.error(
             "%s not submitted: %s", fire.submission_name, error, extra={"job": job.name, "slot": fire.slot.isoformat()}
         )
-        finished = await rt.db(
+        finished = await rt.db_patiently(
+            f"the outcome of {fire.submission_name}",
             rt.record_outcome,
             fire.id,
             job.name if alert else None,
@@ -215,7 +221,7 @@ class Submitter:
             error=error.message,
             error_status_code=error.status_code,
         )
-        refreshed = await rt.db(rt.store.get_fire, fire.id)
+        refreshed = await rt.db_patiently(f"fire {fire.id}", rt.store.get_fire, fire.id)
         assert refreshed is not None
         if finished:
             rt.stats.failed += 1

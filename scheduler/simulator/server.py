@@ -61,6 +61,9 @@ class Simulator:
         self._pusher: asyncio.Task[None] | None = None
         self._pushed: set[int] = set()
         self.webhooks: list[Json] = []  # each webhook sent: result id, copy, the status code it got (or the error)
+        # Called (on the simulator's loop) once a POST has created its result, before the answer leaves: a test
+        # makes something fail there, e.g. the daemon's database, while the answer is on its way.
+        self.on_submission: Callable[[Submission], None] | None = None
         self.app = web.Application()
         self.app.router.add_post("/test_framework/v1/scenarios/{endpoint}/", self._submit)
         for results in _RESULTS:
@@ -165,6 +168,8 @@ class Simulator:
         self.submissions.append(entry)
         answer = denied if denied is not None else self._process(endpoint, body, entry)
         entry.status_code = answer.status if answer is not None else None
+        if entry.result_id is not None and self.on_submission is not None:
+            self.on_submission(entry)
         outcome = entry.status_code or "dropped"
         logger.info("simulator: %s %r -> %s, result %s", endpoint, name, outcome, entry.result_id)
         if answer is not None:

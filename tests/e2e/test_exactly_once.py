@@ -27,7 +27,7 @@ import pytest
 from scheduler.clock import SystemClock
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator
-from scheduler.store import Store, fresh_schema_url
+from scheduler.store import Fire, Store, fresh_schema_url
 from tests.conftest import (
     API_KEY,
     HEADER,
@@ -241,6 +241,40 @@ def test_a_verdict_that_cannot_be_written_is_kept_and_written_once_the_database_
     assert not [r for r in caplog.records if "a daemon task failed" in r.getMessage() or r.exc_info]
 
 
+def test_an_answer_that_arrives_while_the_database_is_down_is_kept_and_recorded_once_it_is_back(
+    tmp_path: Path,
+    simulator: Simulator,
+    alert_inbox: AlertInbox,
+    postgres_behind_a_proxy: tuple[str, TcpProxy],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, proxy = postgres_behind_a_proxy
+    # A lease longer than the test: no sweep can rescue the claim, only the process holding the answer.
+    header = HEADER.replace("[daemon]\n", '[daemon]\nlease = "10m"\n')
+    config, store = prepare(tmp_path, HOURLY, inbox=alert_inbox, database_url=url, header=header)
+    # Cekura has created the result; the database goes away before its answer reaches the daemon.
+    simulator.on_submission = lambda entry: proxy.cut()
+
+    async def scenario() -> Fire:
+        async with cekura_http() as http:
+            daemon = make_daemon(config, store, http, simulator)
+            triggered = asyncio.create_task(daemon.trigger("hourly", wait=True))
+            await eventually(lambda: any("cannot record the answer to" in r.getMessage() for r in caplog.records))
+            simulator.on_submission = None
+            proxy.restore()
+            async with asyncio.timeout(30):
+                return await triggered
+
+    fire = asyncio.run(scenario())
+
+    (entry,) = simulator.submissions  # one POST, never sent again
+    assert (fire.state, fire.outcome, fire.result_id) == ("finished", "passed", entry.result_id)
+    recorded = store.get_fire(fire.id)
+    assert recorded is not None and (recorded.outcome, recorded.result_id) == ("passed", entry.result_id)
+    assert any("database unreachable" in title for title in alert_inbox.titles())
+    assert not [r for r in caplog.records if "a daemon task failed" in r.getMessage() or r.exc_info]
+
+
 def test_overlap_looks_at_the_previous_result_before_skipping_a_slot(
     tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
 ) -> None:
@@ -425,25 +459,37 @@ def postgres_behind_a_proxy() -> Iterator[tuple[str, TcpProxy]]:
 
 
 def test_an_unreachable_database_stops_submissions_alerts_and_recovers(
-    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, postgres_behind_a_proxy: tuple[str, TcpProxy]
+    tmp_path: Path,
+    simulator: Simulator,
+    alert_inbox: AlertInbox,
+    postgres_behind_a_proxy: tuple[str, TcpProxy],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     url, proxy = postgres_behind_a_proxy
     jobs = '\n[jobs.smoke]\nevery = "1s"\nagent = 12\nscenarios = [101]\ncatch_up = "all"\n'
     config, store = prepare(tmp_path, jobs, inbox=alert_inbox, database_url=url)
     outage: dict[str, datetime] = {}
 
+    def slots_between(start: datetime, end: datetime) -> list[datetime]:
+        first = start.replace(microsecond=0) + timedelta(seconds=1)
+        return [first + timedelta(seconds=n) for n in range(int((end - first).total_seconds()))]
+
+    def caught_up(start: datetime, end: datetime) -> bool:
+        return all(store.find_fire("smoke", slot) is not None for slot in slots_between(start, end))
+
     async def scenario() -> None:
         async with cekura_http() as http:
             daemon = make_daemon(config, store, http, simulator)
             stop = asyncio.Event()
             task = asyncio.create_task(daemon.run(stop))
-            await asyncio.sleep(2.5)
+            await eventually(lambda: len(finished(store, "smoke")) >= 2)
             proxy.cut()
             outage["start"] = datetime.now(UTC)
-            await asyncio.sleep(3.0)
+            # Two slots come while the database is away: neither can be claimed, so neither is submitted.
+            await eventually(lambda: len([r for r in caplog.records if "cannot claim the slot" in r.getMessage()]) >= 2)
             outage["end"] = datetime.now(UTC)
             proxy.restore()
-            await asyncio.sleep(4.0)
+            await eventually(lambda: caught_up(outage["start"], outage["end"]) and not task_crashed(store))
             stop.set()
             await task
 
@@ -455,8 +501,7 @@ def test_an_unreachable_database_stops_submissions_alerts_and_recovers(
     recorded = {fire.submission_name for fire in store.recent_fires(job="smoke", limit=1000)}
     assert set(submissions_by_name(simulator)) <= recorded
     assert all(count == 1 for count in submissions_by_name(simulator).values())
-    start = outage["start"].replace(microsecond=0) + timedelta(seconds=1)
-    during = [start + timedelta(seconds=n) for n in range(int((outage["end"] - start).total_seconds()))]
+    during = slots_between(outage["start"], outage["end"])
     assert during and all(store.find_fire("smoke", slot) is not None for slot in during)
     store.engine.dispose()
 
