@@ -1,7 +1,10 @@
 """Process settings from the environment (and a ``.env`` file): the API key, URLs, paths, logging.
 
 These are read once at start; editing them needs a restart. The API key is a ``SecretStr``: it never reaches a
-log line or the database. ``CEKURA_API_KEY_FILE`` names a file holding the key (Docker and Kubernetes secrets).
+log line or the database. Each secret can be given as a file instead, the way Docker and Kubernetes mount secrets:
+``CEKURA_API_KEY_FILE``, ``CEKURA_WEBHOOK_SECRET_FILE``, ``SCHEDULER_HTTP_TOKEN_FILE`` and
+``SCHEDULER_DATABASE_URL_FILE`` (whose URL holds the database password) name a file read when the variable itself
+is not set.
 
 Every value is checked here, so that a mistake stops the process at start with one line naming the variable
 rather than a traceback later (or, worse, a daemon that runs and does nothing). The database URL is checked as
@@ -16,13 +19,20 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.errors import SettingsError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _SECRETS = ("api_key", "http_token", "webhook_secret")
+# Each setting that may be read from a file, and the field naming that file.
+_FILES = {
+    "api_key": "api_key_file",
+    "database_url": "database_url_file",
+    "http_token": "http_token_file",
+    "webhook_secret": "webhook_secret_file",
+}
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
 _DATABASE_EXAMPLES = "e.g. sqlite:///scheduler.db or postgresql+psycopg://user:password@host/db"
 
@@ -62,6 +72,11 @@ class Settings(BaseSettings):
         "SCHEDULER_DATABASE_URL",
         "the database, a SQLAlchemy URL (or --database URL)",
     )
+    database_url_file: Path | None = _from_env(
+        None,
+        "SCHEDULER_DATABASE_URL_FILE",
+        "a file holding the database URL, when SCHEDULER_DATABASE_URL is not set",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _from_env(
         "INFO",
         "SCHEDULER_LOG_LEVEL",
@@ -83,11 +98,21 @@ class Settings(BaseSettings):
         "SCHEDULER_HTTP_TOKEN",
         "the token every endpoint but /healthz requires; needed to listen beyond loopback",
     )
+    http_token_file: Path | None = _from_env(
+        None,
+        "SCHEDULER_HTTP_TOKEN_FILE",
+        "a file holding the token, when SCHEDULER_HTTP_TOKEN is not set",
+    )
     webhook_secret: SecretStr | None = _from_env(
         None,
         "CEKURA_WEBHOOK_SECRET",
         "the secret of the Cekura project's webhook: results are then pushed to "
         "POST /webhooks/cekura and polling is only the fallback",
+    )
+    webhook_secret_file: Path | None = _from_env(
+        None,
+        "CEKURA_WEBHOOK_SECRET_FILE",
+        "a file holding the webhook's secret, when CEKURA_WEBHOOK_SECRET is not set",
     )
     # A reverse proxy is in front: its X-Forwarded-* headers say which host the client asked for.
     http_trust_forwarded: bool = _from_env(
@@ -95,6 +120,7 @@ class Settings(BaseSettings):
         "SCHEDULER_HTTP_TRUST_FORWARDED",
         "true behind a reverse proxy: believe its X-Forwarded-* headers",
     )
+    _from_files: set[str] = PrivateAttr(default_factory=set)  # the fields read from a ..._FILE
 
     @field_validator("webhook_secret")
     @classmethod
@@ -139,15 +165,29 @@ class Settings(BaseSettings):
         return value.strip()
 
     @model_validator(mode="after")
-    def _read_key_file(self) -> Settings:
-        if self.api_key is None and self.api_key_file is not None:
+    def _read_files(self) -> Settings:
+        """Each setting given as a file (``..._FILE``) and not by its own variable: the file's text, trimmed."""
+        for field, file_field in _FILES.items():
+            path = getattr(self, file_field)
+            if path is None or field in self.model_fields_set:  # the variable itself (or an option) wins
+                continue
+            named = f"{_variables()[file_field][1]} {str(path)!r}"
             try:
-                self.api_key = SecretStr(self.api_key_file.read_text(encoding="utf-8").strip())
+                text = path.read_text(encoding="utf-8").strip()
             except OSError as error:
-                raise ValueError(f"CEKURA_API_KEY_FILE {str(self.api_key_file)!r}: {error.strerror}") from None
+                raise ValueError(f"{named}: {error.strerror}") from None
             except UnicodeDecodeError:
-                raise ValueError(f"CEKURA_API_KEY_FILE {str(self.api_key_file)!r}: not UTF-8 text") from None
+                raise ValueError(f"{named}: not UTF-8 text") from None
+            if not text:
+                raise ValueError(f"{named}: the file is empty")
+            setattr(self, field, SecretStr(text) if field in _SECRETS else text)
+            self._from_files.add(field)
         return self
+
+    @property
+    def database_url_variable(self) -> str:
+        """What the database URL's errors call it: the variable it came from, or the file."""
+        return "SCHEDULER_DATABASE_URL_FILE" if "database_url" in self._from_files else "SCHEDULER_DATABASE_URL"
 
     @property
     def http_host_port(self) -> tuple[str, int]:
@@ -280,18 +320,18 @@ def environment_variables() -> list[tuple[str, str]]:
     return rows
 
 
-def load_settings(
-    *, check_database: bool = True, database_named: str = "SCHEDULER_DATABASE_URL", **overrides: object
-) -> Settings:
+def load_settings(*, check_database: bool = True, database_named: str | None = None, **overrides: object) -> Settings:
     """Read the settings; a bad value becomes a one-line SettingsError naming its variable.
 
     ``check_database`` also checks SCHEDULER_DATABASE_URL, which imports SQLAlchemy: the health probe skips it.
-    ``database_named`` is what its errors call it (``--database`` when the URL came from that option).
+    ``database_named`` is what its errors call it (``--database`` when the URL came from that option; by default
+    the variable, or the file, it came from).
     """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         raise SettingsError("; ".join(_describe(item) for item in error.errors())) from None
     if check_database and (problem := database_url_problem(settings.database_url)):
-        raise SettingsError(f"{database_named} {settings.database_url_for_humans}: {problem}")
+        named = database_named or settings.database_url_variable
+        raise SettingsError(f"{named} {settings.database_url_for_humans}: {problem}")
     return settings

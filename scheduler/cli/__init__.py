@@ -60,15 +60,18 @@ _ENVIRONMENT = [
     ("CEKURA_BASE_URL", "the Cekura API [default: https://api.cekura.ai]"),
     ("SCHEDULER_CONFIG", "the jobs file (or --config PATH) [default: jobs.toml]"),
     ("SCHEDULER_DATABASE_URL", "the database, a SQLAlchemy URL (or --database URL) [default: sqlite:///scheduler.db]"),
+    ("SCHEDULER_DATABASE_URL_FILE", "a file holding the database URL, when SCHEDULER_DATABASE_URL is not set"),
     ("SCHEDULER_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR [default: INFO]"),
     ("SCHEDULER_LOG_FORMAT", "text or json [default: text]"),
     ("SCHEDULER_HTTP_ADDR", "host:port of the status page, API, metrics and /healthz [default: 127.0.0.1:8787]"),
     ("SCHEDULER_HTTP_TOKEN", "the token every endpoint but /healthz requires; needed to listen beyond loopback"),
+    ("SCHEDULER_HTTP_TOKEN_FILE", "a file holding the token, when SCHEDULER_HTTP_TOKEN is not set"),
     (
         "CEKURA_WEBHOOK_SECRET",
         "the secret of the Cekura project's webhook: results are then pushed to POST /webhooks/cekura and polling "
         "is only the fallback",
     ),
+    ("CEKURA_WEBHOOK_SECRET_FILE", "a file holding the webhook's secret, when CEKURA_WEBHOOK_SECRET is not set"),
     (
         "SCHEDULER_HTTP_TRUST_FORWARDED",
         "true behind a reverse proxy: believe its X-Forwarded-* headers [default: false]",

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler import redaction
 from scheduler.cli import options
+from scheduler.cli.options import OPTION_NAMES
 from scheduler.errors import ConfigError, SchedulerError, SettingsError
 from scheduler.logs import configure_logging
 from scheduler.settings import Settings, load_settings
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 def read_settings() -> Settings:
     """The settings: the environment, with what ``--config`` and ``--database`` gave instead."""
     try:
-        return load_settings(database_named=options.name_of("database_url"), **options.given())
+        given = options.given()
+        return load_settings(database_named=OPTION_NAMES["database_url"] if "database_url" in given else None, **given)
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
 
@@ -76,10 +78,14 @@ def open_store(settings: Settings, *, upgrade: bool = True) -> Store:
             upgrade_database(engine)
     except (SchedulerError, SQLAlchemyError, OSError, ImportError) as error:
         raise click.ClickException(
-            f"{options.name_of('database_url')} {settings.database_url_for_humans}: "
-            f"{_database_failure(error, settings)}"
+            f"{_database_named(settings)} {settings.database_url_for_humans}: {_database_failure(error, settings)}"
         ) from None
     return Store(engine=engine)
+
+
+def _database_named(settings: Settings) -> str:
+    """Where the database URL came from: --database, SCHEDULER_DATABASE_URL or SCHEDULER_DATABASE_URL_FILE."""
+    return OPTION_NAMES["database_url"] if "database_url" in options.given() else settings.database_url_variable
 
 
 def _database_failure(error: Exception, settings: Settings) -> str:

@@ -50,10 +50,3 @@ def given() -> dict[str, Any]:
     """The settings given as options to the running command, by field name (``config_path``, ``database_url``)."""
     context = click.get_current_context(silent=True)
     return dict(context.meta.get(_KEY, {})) if context is not None else {}
-
-
-def name_of(field: str) -> str:
-    """How to name a setting in a message: its option when it was given as one, else its environment variable."""
-    if field in given():
-        return OPTION_NAMES[field]
-    return {"config_path": "SCHEDULER_CONFIG", "database_url": "SCHEDULER_DATABASE_URL"}[field]

@@ -479,7 +479,7 @@ def test_help_lists_every_environment_variable_and_the_exit_codes() -> None:
     output = CliRunner().invoke(main, ["--help"]).stdout
     shown = " ".join(output.split())
     rows = environment_variables()  # the settings' own names, words and defaults
-    assert len(rows) == len(Settings.model_fields) == 11
+    assert len(rows) == len(Settings.model_fields) == 14
     for variable, about in [*rows, ("USER", "who pauses or silences a job")]:
         assert f" {variable} {about}" in shown, variable
     section = output.partition("\nEnvironment")[2].partition("\n\n")[0].splitlines()[1:]

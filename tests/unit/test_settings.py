@@ -124,16 +124,69 @@ def test_a_driver_that_is_not_installed_is_named(folder: Path) -> None:
     assert "the postgresql driver 'pg8000' is not installed (no module 'pg8000'): use postgresql+psycopg://" in line
 
 
-@pytest.mark.parametrize("problem", ["missing", "folder"])
-def test_an_unreadable_api_key_file_stops_every_command_in_one_line(folder: Path, problem: str) -> None:
-    path = folder / "no-such-key" if problem == "missing" else folder
-    env = environment(folder, CEKURA_API_KEY_FILE=str(path))
-    del env["CEKURA_API_KEY"]  # the file is read only when the key itself is not set
+# Each secret given as a file, as Docker and Kubernetes mount them: the variable naming the file, and the variable
+# whose value the file holds (read only when that variable is not set).
+SECRET_FILES = [
+    ("CEKURA_API_KEY_FILE", "CEKURA_API_KEY"),
+    ("CEKURA_WEBHOOK_SECRET_FILE", "CEKURA_WEBHOOK_SECRET"),
+    ("SCHEDULER_HTTP_TOKEN_FILE", "SCHEDULER_HTTP_TOKEN"),
+    ("SCHEDULER_DATABASE_URL_FILE", "SCHEDULER_DATABASE_URL"),
+]
+
+
+@pytest.mark.parametrize(("variable", "holds"), SECRET_FILES)
+@pytest.mark.parametrize("problem", ["missing", "folder", "empty"])
+def test_an_unreadable_secret_file_stops_every_command_in_one_line(
+    folder: Path, variable: str, holds: str, problem: str
+) -> None:
+    path = {"missing": folder / "no-such-file", "folder": folder, "empty": folder / "empty"}[problem]
+    (folder / "empty").write_text(" \n")
+    env = environment(folder, **{variable: str(path)})
+    env.pop(holds, None)  # the file is read only when the variable itself is not set
+    says = {"missing": "No such file or directory", "folder": "Is a directory", "empty": "the file is empty"}[problem]
     for command in COMMANDS:
         result = CliRunner().invoke(main, command, env=env)
         assert result.exit_code == 1, command
-        line = assert_one_line(result.stderr, "CEKURA_API_KEY_FILE")
-        assert ("No such file or directory" if problem == "missing" else "Is a directory") in line
+        line = assert_one_line(result.stderr, variable)
+        assert line == f"Error: {variable} {str(path)!r}: {says}", line
+
+
+def test_secrets_are_read_from_their_files_and_the_variables_win(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "CEKURA_API_KEY": "file-key",
+        "CEKURA_WEBHOOK_SECRET": "file-webhook-secret",
+        "SCHEDULER_HTTP_TOKEN": "file-token",
+        "SCHEDULER_DATABASE_URL": f"sqlite:///{folder / 'from-file.db'}",
+    }
+    for variable, holds in SECRET_FILES:
+        (folder / variable).write_text(f"  {values[holds]}\n")  # trimmed, as a file written by `echo` ends
+        monkeypatch.setenv(variable, str(folder / variable))
+    settings = load_settings(http_addr="0.0.0.0:0")  # beyond loopback: the token from its file is enough
+    read = (settings.api_key, settings.webhook_secret, settings.http_token)
+    assert [secret.get_secret_value() for secret in read if secret is not None] == list(values.values())[:3]
+    assert settings.database_url == values["SCHEDULER_DATABASE_URL"]
+    for variable in values:
+        monkeypatch.setenv(variable, f"sqlite:///{folder / 'env.db'}" if variable.endswith("URL") else "from-env")
+    settings = load_settings()
+    assert settings.require_api_key().get_secret_value() == "from-env"
+    assert settings.database_url == f"sqlite:///{folder / 'env.db'}"
+
+
+def test_a_database_url_from_a_file_is_the_one_used_and_named_with_its_password_hidden(folder: Path) -> None:
+    url_file = folder / "database-url"
+    url_file.write_text(f"sqlite:///{folder / 'from-file.db'}\n")
+    env = environment(folder, SCHEDULER_DATABASE_URL_FILE=str(url_file))
+    del env["SCHEDULER_DATABASE_URL"]
+    assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    assert (folder / "from-file.db").exists() and not (folder / "scheduler.db").exists()
+    url_file.write_text("mysql://u:hunter2@h/db")
+    line = assert_one_line(CliRunner().invoke(main, ["jobs"], env=env).stderr, "SCHEDULER_DATABASE_URL_FILE", "hunter2")
+    assert line == "Error: SCHEDULER_DATABASE_URL_FILE mysql://u:***@h/db: 'mysql' is not supported: " + (
+        "use SQLite or PostgreSQL (e.g. sqlite:///scheduler.db or postgresql+psycopg://user:password@host/db)"
+    )
+    url_file.write_text("postgresql+psycopg://u:hunter2@127.0.0.1:1/db")  # passes the checks, fails to connect
+    line = assert_one_line(CliRunner().invoke(main, ["jobs"], env=env).stderr, "SCHEDULER_DATABASE_URL_FILE", "hunter2")
+    assert "u:***@127.0.0.1:1/db" in line and "Connection refused" in line
 
 
 def test_several_bad_settings_are_all_named_in_the_one_line(folder: Path) -> None:
@@ -191,16 +244,12 @@ def test_the_real_process_rejects_a_base_url_that_is_not_a_url(folder: Path) -> 
 
 
 def test_good_values_are_read_as_meant(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    key_file = folder / "key"
-    key_file.write_text("  file-key\n")
-    for name, value in environment(folder, CEKURA_API_KEY_FILE=str(key_file)).items():
+    for name, value in environment(folder).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("CEKURA_API_KEY")
     monkeypatch.setenv("SCHEDULER_LOG_LEVEL", "debug")
     monkeypatch.setenv("SCHEDULER_LOG_FORMAT", "JSON")
     monkeypatch.setenv("CEKURA_BASE_URL", "http://127.0.0.1:8080")
     settings = load_settings()
-    assert settings.require_api_key().get_secret_value() == "file-key"
     assert (settings.log_level, settings.log_format, settings.base_url) == ("DEBUG", "json", "http://127.0.0.1:8080")
     assert settings.http_trust_forwarded is False  # no proxy unless told
     for word, meant in (("true", True), ("1", True), ("yes", True), ("false", False), ("0", False)):
