@@ -8,7 +8,7 @@ browser must come from the server's own origin. Cekura's webhook (``POST /webhoo
 ``CEKURA_WEBHOOK_SECRET`` is set) is the exception: it carries no token and no origin, and proves itself with its
 ``X-CEKURA-SECRET`` header instead. Failed sign-ins (a wrong token in the form, a ``Bearer`` header
 or the cookie) are limited per client address: after five in a minute, that address gets 429 for the rest of the
-minute, whatever it sends.
+minute, whatever it sends. Wrong webhook secrets are limited the same way, counted apart.
 
 ``X-Forwarded-For``, ``-Host`` and ``-Proto`` are read only when told a proxy is in front
 (``SCHEDULER_HTTP_TRUST_FORWARDED``); then the last value of each, the one the nearest proxy set, names the client
@@ -45,10 +45,12 @@ WEBHOOK_PATH = "/webhooks/cekura"  # authenticated by its own secret (X-CEKURA-S
 
 
 class SignInLimit:
-    """Failed sign-ins per client address, in a sliding window."""
+    """Failed sign-ins (``what``, each a wrong ``guess``) per client address, in a sliding window."""
 
-    def __init__(self, clock: Callable[[], datetime]) -> None:
+    def __init__(self, clock: Callable[[], datetime], *, what: str = "sign-in", guess: str = "tokens") -> None:
         self._clock = clock
+        self._what = what
+        self._guess = guess
         self._failures: dict[str, deque[datetime]] = {}
 
     def wait(self, address: str) -> int:
@@ -66,7 +68,12 @@ class SignInLimit:
         self._failures.setdefault(address, deque(maxlen=SIGN_IN_FAILURES)).append(now)
         if wait := self.wait(address):  # logged once per lock, not for each request it refuses
             logger.warning(
-                "sign-in from %s refused for %ds: %d wrong tokens within a minute", address, wait, SIGN_IN_FAILURES
+                "%s from %s refused for %ds: %d wrong %s within a minute",
+                self._what,
+                address,
+                wait,
+                SIGN_IN_FAILURES,
+                self._guess,
             )
 
     def succeeded(self, address: str) -> None:
@@ -122,6 +129,7 @@ class Access:
         self.trust_forwarded = trust_forwarded
         self.webhook_secret = webhook_secret.get_secret_value().encode() if webhook_secret is not None else None
         self.limit = SignInLimit(clock)
+        self.webhook_limit = SignInLimit(clock, what="webhook", guess="secrets")
         self.token = secret.encode() or None
         # The status page's cookie holds a value derived from the token, not the token itself.
         self.session = hmac.new(secret.encode(), b"cekura-scheduler status page", hashlib.sha256).hexdigest()
@@ -164,10 +172,22 @@ class Access:
         self.limit.succeeded(client)
         return True
 
-    def webhook_allowed(self, request: web.Request) -> bool:
-        """Whether a webhook carries the right ``X-CEKURA-SECRET`` (compared in constant time)."""
+    def webhook_refusal(self, request: web.Request) -> Refusal | None:
+        """Why a webhook is turned down: no or a wrong ``X-CEKURA-SECRET`` (401, logged; compared in constant
+        time), or an address that sent five wrong ones within a minute (429, the secret not even compared, logged
+        once); None when it carries the right secret."""
+        client = self.client(request)
+        if wait := self.webhook_limit.wait(client):
+            message = f"too many wrong webhook secrets from this address: try again in {wait}s"
+            return Refusal(429, message, retry_after=wait)
         given = request.headers.get("X-CEKURA-SECRET", "").encode()
-        return self.webhook_secret is not None and hmac.compare_digest(given, self.webhook_secret)
+        if self.webhook_secret is not None and hmac.compare_digest(given, self.webhook_secret):
+            self.webhook_limit.succeeded(client)
+            return None
+        how = "a wrong" if "X-CEKURA-SECRET" in request.headers else "no"
+        logger.warning("webhook from %s refused: %s X-CEKURA-SECRET header", client, how)
+        self.webhook_limit.failed(client)
+        return Refusal(401, "a valid X-CEKURA-SECRET header is required")
 
     def authorized(self, request: web.Request) -> bool:
         """Whether the request shows the right token or session cookie (always, without a token)."""

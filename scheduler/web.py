@@ -238,11 +238,10 @@ class WebServer:
 
     async def webhook(self, request: web.Request) -> web.Response:
         """Cekura's ``result.completed`` webhook: the secret first (401 and a log line when wrong or missing,
-        before the body is read), then the result, whose verdict is recorded at once (``Daemon.pushed``)."""
-        if not self.access.webhook_allowed(request):
-            how = "a wrong" if "X-CEKURA-SECRET" in request.headers else "no"
-            logger.warning("webhook from %s refused: %s X-CEKURA-SECRET header", self.access.client(request), how)
-            return error_response(401, "a valid X-CEKURA-SECRET header is required")
+        before the body is read; 429 after five wrong ones from an address within a minute), then the result,
+        whose verdict is recorded at once (``Daemon.pushed``)."""
+        if (refusal := self.access.webhook_refusal(request)) is not None:
+            return self._refused(refusal)
         try:
             payload = await request.json()
         except ValueError:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -44,6 +44,7 @@ async def pushed_to(
     *,
     fallback: str = "1h",
     secret: str = SECRET,
+    clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[tuple[Daemon, Store, httpx.AsyncClient]]:
     """A running daemon with webhooks on and its HTTP server, and the simulator sending it webhooks."""
     header = HEADER.replace("[daemon]\n", f'[daemon]\nwebhook_poll_interval = "{fallback}"\n')
@@ -57,7 +58,7 @@ async def pushed_to(
         task = asyncio.create_task(daemon.run(stop))
         try:
             async with (
-                WebServer(daemon=daemon, port=0, webhook_secret=SecretStr(secret)) as web,
+                WebServer(daemon=daemon, port=0, webhook_secret=SecretStr(secret), clock=clock) as web,
                 httpx.AsyncClient(base_url=web.url, timeout=15.0) as client,
             ):
                 simulator.config.webhook_url = f"{web.url}/webhooks/cekura"
@@ -137,6 +138,48 @@ def test_a_wrong_or_missing_secret_is_401_logged_and_never_a_verdict(
             "webhook from 127.0.0.1 refused: no X-CEKURA-SECRET header",
         ]
         assert SECRET not in caplog.text and SECRET not in page
+
+    asyncio.run(main())
+
+
+def test_five_wrong_secrets_a_minute_lock_the_address_out_of_the_webhook_until_the_minute_is_over(
+    tmp_path: Path,
+    simulator: Simulator,
+    alert_inbox: AlertInbox,
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = datetime.now(UTC)
+    moved = timedelta()
+
+    def clock() -> datetime:
+        return now + moved
+
+    async def main() -> None:
+        nonlocal moved
+        simulator.config.run_duration = 3600  # no result ends by itself: only the test's webhooks arrive
+        async with pushed_to(tmp_path, simulator, alert_inbox, sqlite_url, clock=clock) as (daemon, store, client):
+            fire = await fire_now(daemon)
+            pushed = {"event_type": "result.completed", "data": {"id": fire.result_id, "status": "running"}}
+
+            async def push(secret: str) -> httpx.Response:
+                return await client.post("/webhooks/cekura", json=pushed, headers={"X-CEKURA-SECRET": secret})
+
+            assert [(await push("guess")).status_code for _ in range(5)] == [401] * 5
+            locked = await push(SECRET)  # over the limit, not even the right secret is compared
+            assert (locked.status_code, locked.headers["retry-after"]) == (429, "60")
+            assert locked.json() == {"error": "too many wrong webhook secrets from this address: try again in 60s"}
+            moved = timedelta(seconds=45)
+            assert (await push("guess")).headers["retry-after"] == "15"
+            moved = timedelta(seconds=61)  # the first wrong one is more than a minute old
+            assert (await push(SECRET)).status_code == 200
+            assert (await push("guess")).status_code == 401  # the right one forgot the failures
+            assert (await push(SECRET)).status_code == 200
+            assert outcome(store, fire).state == "submitted"  # still running, as the pushes said
+
+        warnings = [r.getMessage() for r in caplog.records if "webhook from" in r.getMessage()]
+        assert warnings.count("webhook from 127.0.0.1 refused: a wrong X-CEKURA-SECRET header") == 6
+        assert warnings.count("webhook from 127.0.0.1 refused for 60s: 5 wrong secrets within a minute") == 1
 
     asyncio.run(main())
 
