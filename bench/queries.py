@@ -142,6 +142,7 @@ OPERATIONS: list[tuple[str, str, Callable[[_Context], object]]] = [
     ("runs_submitted_since (a job)", "per batch", lambda c: c.store.runs_submitted_since(_day_start(c), job=c.jobs[0])),
     ("runs_submitted_since (all jobs)", "per batch", lambda c: c.store.runs_submitted_since(_day_start(c))),
     ("active_holds", "per batch", lambda c: c.store.active_holds(at=c.now)),
+    ("last_runs_created (a job)", "per batch", lambda c: c.store.last_runs_created(c.jobs[0])),
     ("record_submitted_many (100)", "per fire", _answers),
     ("renew_leases (100)", "per poll", lambda c: c.store.renew_leases("bench", c.submitted, until=c.now)),
     ("record_polls (100)", "per poll", _polls),

@@ -201,6 +201,7 @@ class Admission:
         scheduled = [claim.job for claim in requests if claim.trigger == SCHEDULED]
         busy = rt.store.in_flight_by_job(sorted({job.name for job in scheduled if job.overlap == "skip"}))
         tally: dict[str | None, int] = {}
+        guesses: dict[str, int] = {}
         results = [Decision(None)] * len(requests)
         claims, placed = [], []
         batched: set[str] = set()  # jobs claimed in this batch, not yet in the database
@@ -209,7 +210,7 @@ class Admission:
                 if job.overlap == "skip" and (job.name in busy or job.name in batched):
                     results[index] = Decision(SKIP_OVERLAP, in_the_way=tuple(busy.get(job.name, ())))
                     continue
-                if over := self._over_budget(job, tally, now):
+                if over := self._over_budget(job, tally, guesses, now):
                     results[index] = Decision(SKIP_BUDGET, over)
                     continue
             if job.overlap == "skip":
@@ -232,20 +233,31 @@ class Admission:
             results[index] = Decision(None, None, fire)
         return results
 
-    def _over_budget(self, job: Job, tally: dict[str | None, int], now: datetime) -> str | None:
+    def _over_budget(
+        self, job: Job, tally: dict[str | None, int], guesses: dict[str, int], now: datetime
+    ) -> str | None:
         """Why this fire would exceed a max_runs_per_day (the job's or the daemon's), or None (worker thread).
 
         ``tally`` holds the runs counted so far for each limit (the job's name, or None for all jobs), read from
         the database on first use and grown by each fire admitted in the same batch, so that a thousand fires
         claimed together cannot all slip under the limit that the first of them saw. A job whose run count only
-        Cekura knows (tags, a folder, a spec) is counted as one run here, and with the runs it created once the
-        answer is recorded.
+        Cekura knows (tags, a folder, a spec) is expected to create as many runs as its last answered fire did
+        (``guesses``, read once per batch; one run when it has none), and is counted with the runs it created
+        once the answer is recorded.
         """
-        needed = job.runs_per_fire if job.runs_per_fire is not None else 1
         limits = [
             (job.max_runs_per_day, job.name, f"job {job.name}"),
             (self._rt.config.daemon.max_runs_per_day, None, "all jobs ([daemon])"),
         ]
+        if all(limit is None for limit, _, _ in limits):
+            return None
+        if job.runs_per_fire is not None:
+            needed, would_add = job.runs_per_fire, str(job.runs_per_fire)
+        else:
+            if job.name not in guesses:
+                guesses[job.name] = max(self._rt.store.last_runs_created(job.name) or 1, 1)
+            needed = guesses[job.name]
+            would_add = f"about {needed}, as its last fire did" if needed > 1 else "at least 1"
         for limit, subject, label in limits:
             if limit is None:
                 continue
@@ -255,7 +267,7 @@ class Admission:
             if used + needed > limit:
                 return (
                     f"max_runs_per_day of {label} is {limit}: {used} Cekura runs since 00:00 UTC, and this fire "
-                    f"would add {job.runs_per_fire if job.runs_per_fire is not None else 'at least 1'}"
+                    f"would add {would_add}"
                 )
         for limit, subject, _ in limits:
             if limit is not None:

@@ -390,11 +390,28 @@ class AlertingQueries(Sessions):
             rows = session.scalars(select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit))
             return [_outbox_item(row) for row in rows]
 
+    def last_runs_created(self, job: str, *, within: int = 100) -> int | None:
+        """The Cekura runs created by the newest answered fire among the job's last ``within`` (None: none).
+
+        The budget's guess at a fire whose count only Cekura knows. Read by ``ix_fires_job_id``, and bounded: a
+        job whose slots have been skipped all day does not walk its whole history back to its last answer.
+        """
+        with self._session("reading the runs a job's last fire created") as session:
+            newest = select(FireRow.id).where(FireRow.job == job).order_by(FireRow.id.desc()).limit(within).subquery()
+            query = (
+                select(FireRow.runs_created)
+                .where(FireRow.id.in_(select(newest.c.id)), FireRow.runs_created.is_not(None))
+                .order_by(FireRow.id.desc())
+                .limit(1)
+            )
+            return session.scalar(query)
+
     def runs_submitted_since(self, since: datetime, *, job: str | None = None) -> int:
         """Cekura runs requested by fires claimed since ``since`` (of one job, or all): what the budget counts."""
         with self._session("counting today's runs") as session:
-            # What the answer listed where it is known; what the claim expected otherwise.
-            counted = func.coalesce(FireRow.runs_created, FireRow.runs_requested)
+            # What the answer listed where it is known; what the claim expected otherwise, and one run for a
+            # fire whose count only Cekura knows (tags, a folder, a spec) before its answer is recorded.
+            counted = func.coalesce(FireRow.runs_created, func.nullif(FireRow.runs_requested, 0), 1)
             query = select(func.coalesce(func.sum(counted), 0)).where(
                 FireRow.fired_at >= since, FireRow.state != "skipped"
             )

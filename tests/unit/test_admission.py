@@ -36,14 +36,13 @@ async def admit_and_submit(parts: Parts, gate: Admission, slot: datetime, trigge
     return admitted
 
 
-def test_the_daily_budget_skips_the_fire_that_would_pass_it_and_counts_again_at_midnight_utc(
-    tmp_path: Path, virtual_simulator: Simulator, virtual_clock: VirtualClock
-) -> None:
-    clock = virtual_clock
-    slots = [datetime(2026, 3, 2, hour, 0, tzinfo=UTC) for hour in (22, 23)] + [datetime(2026, 3, 3, 0, 0, tzinfo=UTC)]
+def fire_smoke_at(
+    tmp_path: Path, jobs: str, simulator: Simulator, clock: VirtualClock, slots: list[datetime]
+) -> list[Admitted]:
+    """Admit (and submit) the job smoke at each slot in turn, the clock moved to it."""
 
     async def scenario() -> list[Admitted]:
-        async with daemon_parts(tmp_path, BUDGET, virtual_simulator, clock) as parts:
+        async with daemon_parts(tmp_path, jobs, simulator, clock) as parts:
             gate = admission(parts)
             answers = []
             for slot in slots:
@@ -51,13 +50,37 @@ def test_the_daily_budget_skips_the_fire_that_would_pass_it_and_counts_again_at_
                 answers.append(await admit_and_submit(parts, gate, slot))
             return answers
 
-    first, second, after_midnight = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_the_daily_budget_skips_the_fire_that_would_pass_it_and_counts_again_at_midnight_utc(
+    tmp_path: Path, virtual_simulator: Simulator, virtual_clock: VirtualClock
+) -> None:
+    slots = [datetime(2026, 3, 2, hour, 0, tzinfo=UTC) for hour in (22, 23)] + [datetime(2026, 3, 3, 0, 0, tzinfo=UTC)]
+    first, second, after_midnight = fire_smoke_at(tmp_path, BUDGET, virtual_simulator, virtual_clock, slots)
     assert first.claimed and after_midnight.claimed
     assert not second.claimed and second.fire is not None and second.fire.skip_reason == SKIP_BUDGET
     assert second.fire.error == (
         "max_runs_per_day of job smoke is 3: 2 Cekura runs since 00:00 UTC, and this fire would add 2"
     )
     assert len(virtual_simulator.submissions) == 2
+
+
+def test_a_job_whose_scenarios_cekura_chooses_is_budgeted_at_what_its_last_fire_created(
+    tmp_path: Path, virtual_simulator: Simulator, virtual_clock: VirtualClock
+) -> None:
+    virtual_simulator.config.tags = {"smoke": [101, 102, 103]}  # each fire creates three runs
+    jobs = '\n[jobs.smoke]\nevery = "1h"\nendpoint = "voice"\nagent = 12\ntags = ["smoke"]\nmax_runs_per_day = 5\n'
+    slots = [datetime(2026, 3, 2, hour, 0, tzinfo=UTC) for hour in (10, 11)]
+    first, second = fire_smoke_at(tmp_path, jobs, virtual_simulator, virtual_clock, slots)
+    # The first fire could only be guessed at one run; the second would have made six of five.
+    assert first.claimed and first.fire is not None
+    assert not second.claimed and second.fire is not None and second.fire.skip_reason == SKIP_BUDGET
+    assert second.fire.error == (
+        "max_runs_per_day of job smoke is 5: 3 Cekura runs since 00:00 UTC, and this fire would add about 3, "
+        "as its last fire did"
+    )
+    assert len(virtual_simulator.submissions) == 1
 
 
 ONE = '\n[jobs.smoke]\nevery = "1h"\nagent = 12\nscenarios = [101]\n{extra}\n'

@@ -560,6 +560,21 @@ def test_the_budget_counts_the_runs_requested_by_fires_not_skipped(store: Store)
     assert store.runs_submitted_since(NOW + timedelta(seconds=1)) == 0
 
 
+def test_a_fire_whose_run_count_only_cekura_knows_counts_one_until_answered_then_what_it_created(
+    store: Store,
+) -> None:
+    assert store.last_runs_created("tagged") is None
+    first = claimed(store, job="tagged", runs_requested=0)
+    assert store.runs_submitted_since(NOW, job="tagged") == 1
+    store.record_submitted(
+        first.id, result_id=7, status="pending", runs=[], at=NOW, poll_deadline=LATER, runs_created=4
+    )
+    claimed(store, job="tagged", slot=SLOT + timedelta(minutes=1), runs_requested=0)  # in flight, unanswered
+    assert store.runs_submitted_since(NOW, job="tagged") == 4 + 1
+    assert store.last_runs_created("tagged") == 4
+    assert store.last_runs_created("nightly") is None
+
+
 # -- the database itself -------------------------------------------------------------------------------------------
 
 
