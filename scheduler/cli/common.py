@@ -130,12 +130,31 @@ async def connected_daemon(
         )
 
 
-async def run_until_signalled(daemon: Daemon, *, duration: float | None = None) -> None:
+class EarlyReload:
+    """A SIGHUP that arrives while the daemon starts (reading the config, upgrading the database), remembered.
+
+    Its default action ends the process: a ``systemctl reload`` during a slow start-up killed the daemon. Made
+    first thing in ``run``; once the event loop listens, a reload asked for meanwhile is done.
+    """
+
+    def __init__(self) -> None:
+        self.asked = False
+        signal.signal(signal.SIGHUP, self._remember)
+
+    def _remember(self, signum: int, frame: object) -> None:
+        self.asked = True
+
+
+async def run_until_signalled(
+    daemon: Daemon, *, duration: float | None = None, early: EarlyReload | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
+    if early is not None and early.asked:
+        daemon.request_reload()  # the file may have changed after start-up read it
     if duration is not None:
         loop.call_later(duration, stop.set)
     await daemon.run(stop)

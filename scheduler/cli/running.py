@@ -34,6 +34,7 @@ logger = logging.getLogger("scheduler")  # the name its start line has always ha
 @settings_options
 def run() -> None:
     """Run the daemon: fire the jobs of SCHEDULER_CONFIG (./jobs.toml) until SIGTERM or Ctrl-C."""
+    early = common.EarlyReload()
     memory.limit_malloc_arenas()
     settings, api_key = common.daemon_settings()
     source = ConfigSource(settings.config_path, env=os.environ)
@@ -66,7 +67,7 @@ def run() -> None:
             # cyclic collector's sight, so that its full collections during a burst of fires stay short
             # (a sixth of the CPU of a 1,000-job burst went to collections, half of it to these objects).
             gc.freeze()
-            await common.run_until_signalled(daemon)
+            await common.run_until_signalled(daemon, early=early)
 
     try:
         asyncio.run(main_loop())

@@ -323,6 +323,36 @@ def test_jobs_command_says_the_file_is_invalid(tmp_path: Path) -> None:
     assert "unknown key 'enabeld' (did you mean 'enabled'?)" in result.stdout
 
 
+def catches_sighup(pid: int) -> bool:
+    """Whether the process has a handler for SIGHUP (bit 0 of SigCgt in /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) & 1 << (signal.SIGHUP - 1))
+
+
+def test_a_sighup_during_start_up_is_a_reload_once_running_not_the_end_of_the_daemon(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(job("a", every="1h"))
+    database = tmp_path / "s.db"
+    # Another process holds the database: start-up waits on it (busy timeout), the event loop not yet running.
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("CREATE TABLE held (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    daemon = DaemonProcess(run_environment(path, f"sqlite:///{database}", simulator), tmp_path / "daemon.log")
+    try:
+        wait_until(lambda: daemon.process.poll() is not None or catches_sighup(daemon.pid))
+        daemon.process.send_signal(signal.SIGHUP)
+        holder.execute("ROLLBACK")
+        daemon.wait_for("(SIGHUP); environment settings")
+        daemon.wait_started()
+        daemon.terminate()
+    finally:
+        holder.close()
+        daemon.cleanup()
+
+
 def test_sighup_reloads_the_running_daemon(tmp_path: Path, simulator: Simulator) -> None:
     path = tmp_path / "jobs.toml"
     path.write_text(job("a", every="1h"))
