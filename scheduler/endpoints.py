@@ -291,3 +291,20 @@ def check_body(endpoint: Endpoint, body: Mapping[str, Any], *, strict: bool, req
             if key not in body:
                 errors.add((key,), "This field is required.")
     return errors
+
+
+def runs_per_scenario(body: Mapping[str, Any]) -> int:
+    """How many Cekura runs each scenario (and each repeat of it) makes under a body's overrides.
+
+    A run for each personality and each test profile the body names (``personality_ids`` with
+    ``personality_id`` merged in, and the same for test profiles); one when it names none, as the scenario's own
+    are used. An override is counted each time it is written: an estimate errs on the side of the budget.
+    """
+    runs = 1
+    for many, one in (("personality_ids", "personality_id"), ("test_profile_ids", "test_profile_id")):
+        named = [item for item in body.get(many) or () if _is_int(item)]
+        single = body.get(one)
+        if _is_int(single) and single not in named:
+            named.append(single)
+        runs *= max(len(named), 1)
+    return runs

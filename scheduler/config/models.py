@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from scheduler.config.bounds import MAX_URL_LENGTH, check_cron, out_of_order, plausible, read_duration, read_zone
-from scheduler.endpoints import ENDPOINTS
+from scheduler.endpoints import ENDPOINTS, runs_per_scenario
 from scheduler.schedules import Schedule
 
 # Body fields the scheduler writes itself; a job sets them with its own keys, not under [jobs.<name>.body].
@@ -187,9 +187,12 @@ class Job(_Strict):
 
     @property
     def runs_per_fire(self) -> int | None:
-        """How many Cekura runs (paid calls) one fire of this job creates; None when only Cekura knows, at fire
-        time (scenarios chosen by tag or folder, or a test-suite spec)."""
-        return len(self.scenarios) * self.frequency if self.scenarios else None
+        """How many Cekura runs (paid calls) one fire of this job creates: each scenario, ``frequency`` times, for
+        each personality and test profile ``body`` names; None when only Cekura knows, at fire time (scenarios
+        chosen by tag or folder, or a test-suite spec)."""
+        if not self.scenarios:
+            return None
+        return len(self.scenarios) * self.frequency * runs_per_scenario(self.body)
 
 
 class AlertChannel(_Strict):

@@ -109,7 +109,7 @@ class Results:
         """Create the result of a submission: each run draws the next outcome of its scenario's cycle."""
         runs = []
         for scenario in order.scenarios:
-            for _ in range(order.frequency):
+            for _ in range(order.frequency * order.variants):
                 runs.append(Run(self._next_run_id, scenario, self._next_outcome(scenario, config)))
                 self._next_run_id += 1
         result = Result(

@@ -188,7 +188,7 @@ class Simulator:
             return _json(order, 400)
         if set(order.scenarios) & self.config.unknown_scenarios:
             return _json({"scenarios": ["Invalid scenario IDs or scenarios not found"]}, 400)
-        needed = len(order.scenarios) * order.frequency
+        needed = order.runs
         if self.config.balance is not None and needed > self.config.balance:
             return _json({"detail": "Insufficient balance for this operation"}, 402)
         failing = self._rng.random() < self.config.error_500_rate

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.endpoints import BY_PATH, Endpoint, check_body
+from scheduler.endpoints import BY_PATH, Endpoint, check_body, runs_per_scenario
 from scheduler.simulator.config import Json, SimulatorConfig, is_int
 
 DEFAULT_AGENT = 1  # the result's `agent` is a required integer, and some bodies name none
@@ -20,11 +20,17 @@ SPEC_SCENARIO = 900_001  # the first scenario id given to the test cases of a sp
 
 @dataclass(frozen=True)
 class Order:
-    """What a valid submission asks for: each scenario, ``frequency`` times, on an agent."""
+    """What a valid submission asks for: each scenario, ``frequency`` times for each personality and test
+    profile it names (``variants``), on an agent."""
 
     scenarios: list[int]
     agent: int
     frequency: int
+    variants: int = 1
+
+    @property
+    def runs(self) -> int:
+        return len(self.scenarios) * self.frequency * self.variants
 
 
 def check_submission(path: str, body: Json, config: SimulatorConfig | None = None) -> Order | Json:
@@ -42,7 +48,7 @@ def check_submission(path: str, body: Json, config: SimulatorConfig | None = Non
         return shaped
     agent = next((body[key] for key in ("agent", "agent_id") if is_int(body.get(key))), DEFAULT_AGENT)
     frequency = body.get("frequency", 1) if "frequency" in endpoint.fields else 1
-    return Order(scenarios=scenarios, agent=agent, frequency=frequency)
+    return Order(scenarios=scenarios, agent=agent, frequency=frequency, variants=runs_per_scenario(body))
 
 
 def _scenarios(endpoint: Endpoint, body: Json, config: SimulatorConfig, errors: Json) -> list[int]:

@@ -83,6 +83,22 @@ def test_a_job_whose_scenarios_cekura_chooses_is_budgeted_at_what_its_last_fire_
     assert len(virtual_simulator.submissions) == 1
 
 
+def test_each_personality_and_test_profile_a_body_names_is_a_run_the_budget_counts(
+    tmp_path: Path, virtual_simulator: Simulator, virtual_clock: VirtualClock
+) -> None:
+    jobs = (
+        '\n[jobs.smoke]\nevery = "1h"\nagent = 12\nscenarios = [101]\nmax_runs_per_day = 5\n'
+        "[jobs.smoke.body]\npersonality_ids = [7, 8]\npersonality_id = 9\ntest_profile_ids = [3]\n"
+    )
+    slots = [datetime(2026, 3, 2, hour, 0, tzinfo=UTC) for hour in (10, 11)]
+    first, second = fire_smoke_at(tmp_path, jobs, virtual_simulator, virtual_clock, slots)
+    assert first.claimed and second.fire is not None and second.fire.skip_reason == SKIP_BUDGET
+    assert second.fire.error == (
+        "max_runs_per_day of job smoke is 5: 3 Cekura runs since 00:00 UTC, and this fire would add 3"
+    )
+    assert len(virtual_simulator.submissions) == 1
+
+
 ONE = '\n[jobs.smoke]\nevery = "1h"\nagent = 12\nscenarios = [101]\n{extra}\n'
 
 

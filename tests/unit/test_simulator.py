@@ -82,6 +82,15 @@ def test_each_endpoint_starts_scenarios_times_frequency_runs(
     assert result(client, 9001)["agent"] == agent
 
 
+def test_each_personality_and_test_profile_named_multiplies_the_runs(client: httpx.Client) -> None:
+    overrides = {"personality_ids": [7, 8], "personality_id": 9, "test_profile_ids": [3, 4]}
+    body = {"scenarios": [101], "agent_id": 12, "name": "n", "frequency": 2, **overrides}
+    started = client.post(VOICE, json=body).json()
+    assert len(started["runs"]) == 1 * 2 * 3 * 2  # scenarios x frequency x personalities x test profiles
+    again = client.post(VOICE, json={**body, "name": "m", "personality_id": 7, "test_profile_ids": None}).json()
+    assert len(again["runs"]) == 2 * 2  # a single id already in the list is merged, not added
+
+
 def test_result_and_run_ids_keep_increasing(client: httpx.Client) -> None:
     first = submit(client, "a", 101, frequency=2).json()
     second = submit(client, "b", 101).json()
