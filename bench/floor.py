@@ -110,6 +110,7 @@ async def follow_all(url: str, jobs: int, every: float, connections: int) -> Non
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     endpoint = _endpoint(url)
     followers: set[asyncio.Task[None]] = set()
+    firing: set[asyncio.Task[object]] = set()  # POSTs in flight: let them end before the client closes
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
 
@@ -125,6 +126,12 @@ async def follow_all(url: str, jobs: int, every: float, connections: int) -> Non
                     return
 
         async def fire(job: str) -> None:
+            if stop.is_set():
+                return
+            this = asyncio.current_task()
+            assert this is not None
+            firing.add(this)
+            this.add_done_callback(firing.discard)
             name = submission_name(job, datetime.now(UTC).replace(microsecond=0))
             answer = await http.post(endpoint, json=_body(name), headers=HEADERS)
             task = asyncio.create_task(follow(answer.json()["id"]))
@@ -143,6 +150,9 @@ async def follow_all(url: str, jobs: int, every: float, connections: int) -> Non
         scheduler.start()
         ready()
         await stop.wait()
+        # APScheduler's shutdown cancels the jobs still running: let the POSTs in flight end first.
+        scheduler.pause()
+        await asyncio.gather(*firing, return_exceptions=True)
         scheduler.shutdown(wait=False)
         for task in list(followers):
             task.cancel()
