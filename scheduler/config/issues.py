@@ -82,13 +82,13 @@ class Issues:
         # Built on the first problem only: reading every line of a big valid file costs ~0.2 s per 10,000 jobs.
         return Locator(self.text)
 
-    def interpolated(self, written: str, result: str, names: list[str], env: Mapping[str, str]) -> None:
+    def interpolated(self, written: str, result: str, values: Mapping[str, str]) -> None:
+        """``written`` became ``result`` with these variables' ``values``: keep them out of every message."""
         only = VARIABLE.fullmatch(written)
         if result:
             # Validators quote what they reject ('value'): that is named as a whole, before any value in it.
             self._hidden.add(0, repr(result), f"${{{only.group(1)}}}" if only else repr(written))
-        for name in names:
-            value = env[name]
+        for name, value in values.items():
             if value not in self.values:
                 self.values[value] = f"${{{name}}}"
                 if len(value) >= MIN_SECRET_LENGTH:

@@ -223,23 +223,43 @@ def _check_values(raw: dict[str, Any], issues: Issues) -> None:
                 issues.add(inner, 'dates and times cannot be sent as JSON: write them as strings, e.g. "2026-01-31"')
 
 
+def _variable(name: str, env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """``${NAME}``'s value and None, or None and why it has none.
+
+    Unset, ``NAME_FILE`` may name a file holding it (Docker and Kubernetes secrets, as for the settings): its
+    text, trimmed of surrounding spaces and newlines.
+    """
+    if name in env:
+        return env[name], None
+    path = env.get(f"{name}_FILE")
+    if path is None:
+        return None, f"environment variable {name} is not set (used as ${{{name}}})"
+    try:
+        return Path(path).read_text(encoding="utf-8").strip(), None
+    except OSError as error:
+        return None, f"environment variable {name}_FILE {path!r} (for ${{{name}}}): {error.strerror}"
+    except UnicodeDecodeError:
+        return None, f"environment variable {name}_FILE {path!r} (for ${{{name}}}): not UTF-8 text"
+
+
 def _interpolate(value: Any, where: tuple[str, ...], env: Mapping[str, str], issues: Issues) -> Any:
     """Replace ``${VAR}`` in every string with the environment's value; a missing variable is an issue."""
     if isinstance(value, str):
-        names: list[str] = []
+        values: dict[str, str] = {}
 
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in env:
-                issues.add(where, f"environment variable {name} is not set (used as ${{{name}}})")
+            found, problem = _variable(name, env)
+            if found is None:
+                issues.add(where, problem or name)
                 issues.unset.add(where)
                 return ""
-            names.append(name)
-            return env[name]
+            values[name] = found
+            return found
 
         result = VARIABLE.sub(replace, value)
-        if names:
-            issues.interpolated(value, result, names, env)
+        if values:
+            issues.interpolated(value, result, values)
         return result
     if isinstance(value, dict):
         return {key: _interpolate(item, (*where, key), env, issues) for key, item in value.items()}

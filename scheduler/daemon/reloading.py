@@ -70,15 +70,16 @@ class Reloader:
         rejected = [key for key in rt.incidents.open_problems() if key.startswith("config:")]
         if rejected:
             await rt.incidents.solved("config file invalid", subjects=rejected)
-        if new.digest == rt.config.digest:
+        old = rt.config
+        diff = diff_configs(old, new)
+        # The same text can hold new values: a ${VAR} read from a VAR_FILE whose secret was rotated.
+        if new.digest == old.digest and not diff:
             rt.metrics.config_reloads.labels("unchanged").inc()
             return False
         redaction.register(new.secrets)
         # Taken when the version is applied, with no wait before it: a slot fired until now (during the settle
         # time, or while a solved alert was recorded) belonged to the previous version.
         now = rt.clock.now()
-        old = rt.config
-        diff = diff_configs(old, new)
         empties = any(job.enabled for job in old.jobs.values()) and not any(job.enabled for job in new.jobs.values())
         rt.config = new
         for name in diff.removed:

@@ -323,6 +323,28 @@ def test_jobs_command_says_the_file_is_invalid(tmp_path: Path) -> None:
     assert "unknown key 'enabeld' (did you mean 'enabled'?)" in result.stdout
 
 
+def test_a_rotated_secret_file_is_applied_at_the_next_reload_though_jobs_toml_is_the_same(
+    tmp_path: Path, simulator: Simulator, alert_inbox: AlertInbox, sqlite_url: str
+) -> None:
+    _, store = prepare(tmp_path, job("a", every="1h"), inbox=alert_inbox, database_url=sqlite_url)
+    secret = tmp_path / "inbox-url"  # ${INBOX} of the alert channels, as a mounted secret
+    secret.write_text(alert_inbox.url + "\n")
+    source = ConfigSource(tmp_path / "jobs.toml", env={"INBOX_FILE": str(secret)})
+    config = source.load()
+
+    async def main() -> tuple[bool, bool, str]:
+        async with cekura_http() as http:
+            daemon = make_daemon(config, store, http, simulator, config_source=source)
+            unchanged = await daemon.reload()
+            secret.write_text(alert_inbox.url + "/rotated\n")
+            applied = await daemon.reload()
+            return unchanged, applied, daemon.config.channels["team"].url.get_secret_value()
+
+    unchanged, applied, url = asyncio.run(main())
+    assert (unchanged, applied, url) == (False, True, alert_inbox.url + "/rotated")
+    assert [change.summary for change in config_changes(store)] == ["alert channels: ops, team"]
+
+
 def catches_sighup(pid: int) -> bool:
     """Whether the process has a handler for SIGHUP (bit 0 of SigCgt in /proc/PID/status)."""
     status = Path(f"/proc/{pid}/status").read_text()

@@ -244,6 +244,22 @@ def test_missing_variable_names_it() -> None:
     assert issue.message == "environment variable CEKURA_TOKEN is not set (used as ${CEKURA_TOKEN})"
 
 
+def test_a_variable_can_come_from_the_file_its_FILE_variable_names(tmp_path: Path) -> None:
+    secret = tmp_path / "slack"
+    secret.write_text("T0FILESECRET\n")
+    channel = '[alerts.team]\nurl = "slack://${SLACK_A}/B0000000/XXXXXXXXXXXXXXXXXXXXXXXX"\n'
+    config = parse(channel, {"SLACK_A_FILE": str(secret)})
+    assert config.channels["team"].url.get_secret_value().startswith("slack://T0FILESECRET/")  # trimmed
+    assert "T0FILESECRET" in config.secrets  # hidden from every log line, page and answer, as a variable's value
+    both = parse(channel, {"SLACK_A": "T0FROMENV", "SLACK_A_FILE": str(secret)})
+    assert both.channels["team"].url.get_secret_value().startswith("slack://T0FROMENV/")  # the variable wins
+    missing = only_issue(channel, {"SLACK_A_FILE": str(tmp_path / "gone")})
+    assert missing.line == 2
+    assert missing.message == (
+        f"environment variable SLACK_A_FILE {str(tmp_path / 'gone')!r} (for ${{SLACK_A}}): No such file or directory"
+    )
+
+
 @pytest.mark.parametrize("frequency", [0, 101])
 def test_frequency_out_of_range(frequency: int) -> None:
     issue = only_issue(job(f"frequency = {frequency}\n"))
