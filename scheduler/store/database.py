@@ -38,17 +38,20 @@ _PG_KEEPALIVES = {
     "keepalives_count": 3,
     "tcp_user_timeout": 60_000,  # milliseconds
 }
+# Text is UTF-8 whatever the database's encoding: on a SQL_ASCII database (no encoding at all) psycopg would
+# otherwise hand back bytes for text, and the first query a migration reads failed with a TypeError.
+_PG_CONNECTION = {**_PG_KEEPALIVES, "client_encoding": "utf8"}
 
 
 def create_db_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys, and their folder is made;
-    PostgreSQL connections get TCP keepalives."""
+    PostgreSQL connections get TCP keepalives and UTF-8 text."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2"):
         # A server that vanished without closing the connection (a host gone, a firewall dropping it) would
         # otherwise leave a query waiting forever: TCP keepalives notice it within ~1 min when idle, and the
         # user timeout when data sent is never acknowledged. Settings in the URL's query win.
-        defaults = {k: v for k, v in _PG_KEEPALIVES.items() if k not in parsed.query}
+        defaults = {k: v for k, v in _PG_CONNECTION.items() if k not in parsed.query}
         return create_engine(url, pool_pre_ping=True, connect_args=defaults)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
