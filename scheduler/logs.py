@@ -18,10 +18,22 @@ from scheduler import redaction
 _EXTRAS = ("job", "slot", "result_id", "outcome")
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's structured extras; an instant (a slot) as ISO 8601 in UTC ending in ``Z``, as the API says it."""
+    extras = {}
+    for key in _EXTRAS:
+        value = getattr(record, key, None)
+        if isinstance(value, datetime):
+            value = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        if value is not None:
+            extras[key] = value
+    return extras
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extras = [f"{key}={getattr(record, key)}" for key in _EXTRAS if getattr(record, key, None) is not None]
+        extras = [f"{key}={value}" for key, value in _extras(record).items()]
         return f"{text} [{' '.join(extras)}]" if extras else text
 
 
@@ -33,7 +45,7 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({key: getattr(record, key) for key in _EXTRAS if getattr(record, key, None) is not None})
+        entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -249,7 +249,7 @@ class Daemon:
             "firing %s (%s runs)",
             claimed.submission_name,
             job.runs_per_fire if job.runs_per_fire is not None else "as Cekura selects",
-            extra={"job": job.name, "slot": slot.isoformat()},
+            extra={"job": job.name, "slot": slot},
         )
         try:
             fire = await self.submitter.submit(job, claimed)

@@ -80,7 +80,7 @@ class Admission:
         """Skip the slot (recorded with its reason) or claim it; a claimed fire is marked as being submitted."""
         rt = self._rt
         name = submission_name(job.name, slot)
-        extra = {"job": job.name, "slot": slot.isoformat()}
+        extra = {"job": job.name, "slot": slot}
         try:
             if trigger == SCHEDULED and rt.key_rejected:
                 logger.warning("%s skipped: Cekura rejects the API key (checked again every minute)", name, extra=extra)

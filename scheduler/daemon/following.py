@@ -75,7 +75,7 @@ class Follower:
         if self.webhooks:
             interval = ceiling = rt.config.daemon.webhook_poll_interval.total_seconds()
         deadline = fire.poll_deadline or (fire.submitted_at or fire.fired_at) + rt.result_timeout(fire.job)
-        extra = {"job": fire.job, "slot": fire.slot.isoformat(), "result_id": fire.result_id}
+        extra = {"job": fire.job, "slot": fire.slot, "result_id": fire.result_id}
         last_status = fire.result_status
         while True:
             remaining = (deadline - rt.clock.now()).total_seconds()
@@ -258,7 +258,7 @@ class Follower:
             fire.result_id,
             result_status,
             f": {error}" if error else "",
-            extra={"job": fire.job, "slot": fire.slot.isoformat(), "result_id": fire.result_id, "outcome": outcome},
+            extra={"job": fire.job, "slot": fire.slot, "result_id": fire.result_id, "outcome": outcome},
         )
         return finished_fire(fire, outcome=outcome, at=at, result_status=result_status, error=error, **recorded)
 

@@ -35,7 +35,7 @@ class Pushed:
         if fire is None:
             logger.info("webhook for result %s (%r): no fire of this scheduler's", result.id, result.name, extra=extra)
             return UNMATCHED
-        extra |= {"job": fire.job, "slot": fire.slot.isoformat()}
+        extra |= {"job": fire.job, "slot": fire.slot}
         if fire.state != SUBMITTED or (fire.result_id is not None and fire.result_id != result.id):
             logger.info(
                 "webhook for result %s: %s is %s already", result.id, fire.submission_name, fire.state, extra=extra

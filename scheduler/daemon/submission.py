@@ -78,7 +78,7 @@ class Submitter:
         """POST the fire's submission and record the answer; raises SubmissionUnsettledError when it is unknown."""
         rt = self._rt
         submission = submission or build_submission(job, fire.submission_name)
-        extra = {"job": job.name, "slot": fire.slot.isoformat()}
+        extra = {"job": job.name, "slot": fire.slot}
         delay = 1.0
         last: CekuraError | None = None
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
@@ -177,7 +177,7 @@ class Submitter:
             "poll_deadline": deadline,
         }
         recorded = await rt.patiently(f"the answer to {fire.submission_name}", lambda: self._answers(answer))
-        extra = {"job": fire.job, "slot": fire.slot.isoformat(), "result_id": result.id}
+        extra = {"job": fire.job, "slot": fire.slot, "result_id": result.id}
         if not recorded:
             logger.error(
                 "%s: submitted as result %d, but the fire was settled elsewhere meanwhile; check for a duplicate",
@@ -208,9 +208,7 @@ class Submitter:
         rt.stats.submit_errors += 1
         kind = type(error).__name__.removeprefix("Cekura").removesuffix("Error").lower() or "other"
         rt.metrics.submission_errors.labels(kind).inc()
-        logger.error(
-            "%s not submitted: %s", fire.submission_name, error, extra={"job": job.name, "slot": fire.slot.isoformat()}
-        )
+        logger.error("%s not submitted: %s", fire.submission_name, error, extra={"job": job.name, "slot": fire.slot})
         finished = await rt.db_patiently(
             f"the outcome of {fire.submission_name}",
             rt.record_outcome,

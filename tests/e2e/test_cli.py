@@ -25,7 +25,7 @@ from scheduler.settings import Settings, environment_variables
 from scheduler.simulator import Simulator
 from scheduler.store import Store, create_db_engine
 from scheduler.web import WebServer
-from tests.conftest import API_KEY, claim_slot, clean_environment, cli, run_environment, wait_until
+from tests.conftest import API_KEY, DaemonProcess, claim_slot, clean_environment, cli, run_environment, wait_until
 
 JOBS = """
 [daemon]
@@ -523,3 +523,23 @@ def test_an_older_version_on_a_newer_schema_says_so_in_one_line(tmp_path: Path) 
         f"Error: --database {database}: cannot upgrade the database schema: Can't locate revision identified by "
         "'9999' (a newer cekura-scheduler upgraded it: run that version)"
     ]
+
+
+def test_json_logs_are_one_object_a_line_with_the_slot_in_utc_as_the_api_says_it(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text('[jobs.smoke]\nevery = "1s"\nagent = 12\nscenarios = [101]\n')
+    env = run_environment(path, f"sqlite:///{tmp_path / 's.db'}", simulator) | {"SCHEDULER_LOG_FORMAT": "json"}
+    daemon = DaemonProcess(env, tmp_path / "daemon.log")
+    try:
+        daemon.wait_for("submitted as result")
+        daemon.terminate()
+    finally:
+        daemon.cleanup()
+    entries = [json.loads(line) for line in daemon.output().splitlines() if line.strip()]
+    submitted = next(entry for entry in entries if "submitted as result" in entry["message"])
+    assert submitted["job"] == "smoke" and isinstance(submitted["result_id"], int)
+    slot = submitted["slot"]
+    assert slot.endswith("Z") and datetime.fromisoformat(slot).microsecond == 0
+    assert submitted["message"].startswith(f"smoke@{slot} submitted")  # the same instant as the submission name
