@@ -178,19 +178,24 @@ class Submitter:
         }
         recorded = await rt.patiently(f"the answer to {fire.submission_name}", lambda: self._answers(answer))
         extra = {"job": fire.job, "slot": fire.slot, "result_id": result.id}
-        if not recorded:
-            logger.error(
-                "%s: submitted as result %d, but the fire was settled elsewhere meanwhile; check for a duplicate",
-                fire.submission_name,
-                result.id,
-                extra=extra,
-            )
         rt.stats.submitted += 1
         runs_said = len(result.runs) if isinstance(result, Result) else "unknown"
         logger.info("%s submitted as result %d (%s runs)", fire.submission_name, result.id, runs_said, extra=extra)
         if not recorded:
             refreshed = await rt.db_patiently(f"fire {fire.id}", rt.store.get_fire, fire.id)
             assert refreshed is not None
+            if refreshed.result_id == result.id:
+                # Another process found it by name meanwhile (its lease ran out while the database was away).
+                logger.info("%s: result %d was recorded by another process", fire.submission_name, result.id)
+            else:
+                logger.error(
+                    "%s: submitted as result %d, but the fire was settled elsewhere meanwhile (%s); check for a "
+                    "duplicate",
+                    fire.submission_name,
+                    result.id,
+                    f"result {refreshed.result_id}" if refreshed.result_id is not None else refreshed.state,
+                    extra=extra,
+                )
             return refreshed
         # What the database now holds, without reading it back (a second transaction per fire).
         return dataclasses.replace(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from scheduler.clock import VirtualClock
 from scheduler.daemon.submission import LOOK_UP_PAUSES, SUBMIT_ATTEMPTS, Submitter
 from scheduler.schedules import submission_name
 from scheduler.simulator import Simulator
+from scheduler.simulator.results import Submission
 from scheduler.store import Fire
 from tests.conftest import Parts, claim_slot, daemon_parts, submissions_by_name
 
@@ -92,3 +96,32 @@ def test_a_refused_key_stops_submissions_at_once_without_blaming_the_job(
     assert fire.outcome == "failed" and fire.error_status_code == 401
     assert len(virtual_simulator.submissions) == 1 and virtual_clock.slept == []
     assert parts.sender.titles() == ["[cekura-scheduler] Cekura rejects the API key"]  # ops only, no job alert
+
+
+def test_an_answer_another_process_recorded_first_is_taken_as_it_is_without_a_duplicate_warning(
+    tmp_path: Path, virtual_simulator: Simulator, virtual_clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    async def scenario() -> tuple[Fire, Parts]:
+        async with daemon_parts(tmp_path, JOBS, virtual_simulator, virtual_clock) as parts:
+            fire = claimed(parts)
+
+            def found_by_another_process(entry: Submission) -> None:
+                # What a replica's sweep does when this one's lease ran out: it finds the result by name.
+                assert entry.result_id is not None
+                at = virtual_clock.now() - timedelta(seconds=1)  # its own instant, not this process's
+                parts.store.record_submitted(
+                    fire.id, result_id=entry.result_id, status="pending", runs=[], at=at, poll_deadline=at
+                )
+
+            virtual_simulator.on_submission = found_by_another_process
+            return await Submitter(parts.runtime).submit(parts.job("smoke"), fire), parts
+
+    fire, _ = asyncio.run(scenario())
+
+    (entry,) = virtual_simulator.submissions
+    assert (fire.state, fire.result_id) == ("submitted", entry.result_id)
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"{fire.submission_name}: result {entry.result_id} was recorded by another process" in messages
+    assert not [message for message in messages if "check for a duplicate" in message]
